@@ -1,0 +1,42 @@
+"""Plain data types shared by encoders, dataset readers and the index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A recipe as the encoders see it: ordered ingredients and instructions."""
+
+    title: str
+    ingredients: tuple[str, ...] = ()
+    instructions: tuple[str, ...] = ()
+
+    def as_text(self) -> str:
+        """One flat text, used where no trained recipe encoder exists."""
+        parts = [self.title]
+        if self.ingredients:
+            parts.append("Ingredients: " + ", ".join(self.ingredients))
+        if self.instructions:
+            parts.append("Instructions: " + " ".join(self.instructions))
+        return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class CatalogRecord:
+    """One catalog item read from a dataset, before encoding.
+
+    An item may carry several modalities; each becomes one (or more) vector
+    rows in the index, tagged by kind: ``image``, ``text`` (one row per
+    text, e.g. several captions) and ``recipe``.
+    """
+
+    id: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    image_path: Path | None = None
+    texts: tuple[str, ...] = ()
+    recipe: Recipe | None = None
+    label: str | None = None  # class name used for prototypes (cuisine, food101 label)
