@@ -1,0 +1,339 @@
+"""Batch (re-)index pipeline: records -> vectors + catalog -> FAISS -> published snapshot.
+
+Streaming: records are read, decoded and encoded ``batch_size`` at a time;
+vectors are appended to a raw float32 spool file and catalog rows committed per
+batch, so memory holds one batch of images at a time (plus the FAISS index when
+it is built at the end). Every file goes into ``<index_dir>/.staging-<version>``,
+which is published atomically only once complete (see :mod:`index.layout`): a
+build that fails or is killed never touches CURRENT or the live snapshot.
+
+One row per modality: the image (kind ``image``), each non-blank text (kind
+``text``) and the recipe (kind ``recipe``). Unreadable images are skipped,
+logged and counted in ``Manifest.skipped``; a record left without any row is
+not stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from index.catalog import CatalogWriter
+from index.layout import (
+    clean_stale_staging,
+    fsync_dir,
+    install,
+    new_version,
+    publish,
+    staging_dir,
+)
+from index.manifest import Manifest
+from index.snapshot import CATALOG_FILE, INDEX_FILE, VECTORS_FILE
+from index.vector_index import VectorIndex
+from models.encoders.base import Encoder
+from models.images import DEFAULT_MAX_PIXELS, InvalidImageError, load_image
+from models.types import CatalogRecord
+
+logger = logging.getLogger(__name__)
+
+SPOOL_FILE = "vectors.f32"
+MAX_TRAINING_VECTORS = 200_000
+_COPY_CHUNK_ROWS = 65_536
+
+ProgressCallback = Callable[[int, int | None], None]
+
+
+class BuildError(Exception):
+    """The dataset cannot be turned into a snapshot (empty, duplicate ids, ...)."""
+
+
+@dataclass
+class _EncodedBatch:
+    vectors: list[np.ndarray] = field(default_factory=list)
+    rows: list[tuple[str, str]] = field(default_factory=list)  # (item_id, kind) per vector
+    skipped: int = 0
+
+
+@dataclass
+class _BuildCounts:
+    records: int = 0
+    items: int = 0
+    skipped: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _batched(records: Iterable[CatalogRecord], size: int) -> Iterator[list[CatalogRecord]]:
+    iterator = iter(records)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _checked(vectors: np.ndarray, n: int, dim: int, kind: str) -> np.ndarray:
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.shape != (n, dim):
+        raise BuildError(
+            f"encoder returned {array.shape} for {n} {kind} inputs, expected {(n, dim)}"
+        )
+    if not np.all(np.isfinite(array)):
+        raise BuildError(f"encoder returned NaN or infinite {kind} vectors")
+    return array
+
+
+def _load_images(
+    batch: Sequence[CatalogRecord], max_pixels: int
+) -> tuple[list[str], list[Image.Image], int]:
+    ids, images, skipped = [], [], 0
+    for record in batch:
+        if record.image_path is None:
+            continue
+        try:
+            images.append(load_image(record.image_path, max_pixels=max_pixels))
+        except InvalidImageError as exc:
+            logger.warning("skipping image of item %s: %s", record.id, exc)
+            skipped += 1
+            continue
+        ids.append(record.id)
+    return ids, images, skipped
+
+
+def _encode_batch(
+    batch: Sequence[CatalogRecord], encoder: Encoder, max_pixels: int
+) -> _EncodedBatch:
+    out = _EncodedBatch()
+    image_ids, images, out.skipped = _load_images(batch, max_pixels)
+    if images:
+        try:
+            vectors = encoder.encode_images(images)
+        finally:
+            for image in images:
+                image.close()
+        out.vectors.append(_checked(vectors, len(images), encoder.dim, "image"))
+        out.rows += [(item_id, "image") for item_id in image_ids]
+    texts = [(r.id, t) for r in batch for t in r.texts if t.strip()]
+    if texts:
+        vectors = encoder.encode_texts([t for _, t in texts])
+        out.vectors.append(_checked(vectors, len(texts), encoder.dim, "text"))
+        out.rows += [(item_id, "text") for item_id, _ in texts]
+    recipes = [(r.id, r.recipe) for r in batch if r.recipe is not None]
+    if recipes:
+        vectors = encoder.encode_recipes([recipe for _, recipe in recipes])
+        out.vectors.append(_checked(vectors, len(recipes), encoder.dim, "recipe"))
+        out.rows += [(item_id, "recipe") for item_id, _ in recipes]
+    return out
+
+
+# --------------------------------------------------------------------------- staging files
+
+
+class _VectorSpool:
+    """Append-only raw float32 file; converted to ``vectors.npy`` at the end."""
+
+    def __init__(self, path: Path, dim: int) -> None:
+        self.path = path
+        self.dim = dim
+        self.n_rows = 0
+        self._fh = open(path, "wb")  # noqa: SIM115 - closed in finish()/close()
+
+    def append(self, vectors: np.ndarray) -> None:
+        self._fh.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+        self.n_rows += vectors.shape[0]
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def finish(self, npy_path: Path) -> np.ndarray:
+        """Write ``npy_path`` (fsynced), delete the spool; returns a read-only memmap."""
+        self._fh.close()
+        shape = (self.n_rows, self.dim)
+        raw = np.memmap(self.path, dtype=np.float32, mode="r", shape=shape)
+        out = np.lib.format.open_memmap(npy_path, mode="w+", dtype=np.float32, shape=shape)
+        for start in range(0, self.n_rows, _COPY_CHUNK_ROWS):
+            out[start : start + _COPY_CHUNK_ROWS] = raw[start : start + _COPY_CHUNK_ROWS]
+        out.flush()
+        del out, raw
+        with open(npy_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        self.path.unlink()
+        return np.load(npy_path, mmap_mode="r")
+
+
+def _training_sample(vectors: np.ndarray) -> np.ndarray:
+    n = vectors.shape[0]
+    if n <= MAX_TRAINING_VECTORS:
+        return np.asarray(vectors)
+    chosen = np.random.default_rng(0).choice(n, size=MAX_TRAINING_VECTORS, replace=False)
+    return np.asarray(vectors[np.sort(chosen)])
+
+
+def _write_index(staging: Path, vectors: np.ndarray, factory: str) -> None:
+    index = VectorIndex.create(vectors.shape[1], factory)
+    if index.needs_training:
+        try:
+            index.train(_training_sample(vectors))
+        except ValueError as exc:
+            raise BuildError(str(exc)) from exc
+    for start in range(0, vectors.shape[0], _COPY_CHUNK_ROWS):
+        index.add(np.asarray(vectors[start : start + _COPY_CHUNK_ROWS]))
+        os.utime(staging)  # a long HNSW build must not look stale to another builder
+    index.save(staging / INDEX_FILE)
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+@dataclass(frozen=True)
+class _BuildOptions:
+    batch_size: int
+    total: int | None
+    progress: ProgressCallback | None
+    max_image_pixels: int
+
+
+def _encode_catalog(
+    records: Iterable[CatalogRecord], encoder: Encoder, staging: Path, options: _BuildOptions
+) -> tuple[_BuildCounts, np.ndarray]:
+    counts = _BuildCounts()
+    seen: set[str] = set()
+    writer = CatalogWriter(staging / CATALOG_FILE)
+    spool = _VectorSpool(staging / SPOOL_FILE, encoder.dim)
+    bar = tqdm(total=options.total, unit="item", desc="indexing", file=sys.stderr, disable=None)
+    try:
+        if options.progress is not None:
+            options.progress(0, options.total)
+        for batch in _batched(records, options.batch_size):
+            _check_unique(batch, seen)
+            encoded = _encode_batch(batch, encoder, options.max_image_pixels)
+            _store_batch(batch, encoded, writer, spool, counts)
+            bar.update(len(batch))
+            if options.progress is not None:
+                options.progress(counts.records, options.total)
+        _check_not_empty(counts, spool.n_rows)
+        writer.finish()
+        return counts, spool.finish(staging / VECTORS_FILE)
+    finally:
+        bar.close()
+        spool.close()
+        writer.abort()
+
+
+def _check_unique(batch: Sequence[CatalogRecord], seen: set[str]) -> None:
+    for record in batch:
+        if record.id in seen:
+            raise BuildError(f"duplicate item id {record.id!r} in the dataset")
+        seen.add(record.id)
+
+
+def _check_not_empty(counts: _BuildCounts, n_rows: int) -> None:
+    if counts.records == 0:
+        raise BuildError("the dataset yielded no records; nothing to index")
+    if n_rows == 0:
+        raise BuildError(
+            f"none of the {counts.records} records produced a vector "
+            f"({counts.skipped} unreadable images)"
+        )
+
+
+def _store_batch(
+    batch: Sequence[CatalogRecord],
+    encoded: _EncodedBatch,
+    writer: CatalogWriter,
+    spool: _VectorSpool,
+    counts: _BuildCounts,
+) -> None:
+    with_rows = {item_id for item_id, _ in encoded.rows}
+    items = [(r.id, r.label, r.metadata) for r in batch if r.id in with_rows]
+    first_row = spool.n_rows
+    rows = [(first_row + i, item_id, kind) for i, (item_id, kind) in enumerate(encoded.rows)]
+    try:
+        writer.add_batch(items, rows)
+    except ValueError as exc:  # metadata that is not plain JSON
+        raise BuildError(str(exc)) from exc
+    for vectors in encoded.vectors:
+        spool.append(vectors)
+    counts.records += len(batch)
+    counts.items += len(items)
+    counts.skipped += encoded.skipped
+    counts.kinds.update(kind for _, kind in encoded.rows)
+    for record in batch:
+        if record.id not in with_rows:
+            logger.warning("item %s has no readable modality; left out", record.id)
+
+
+def build_snapshot(
+    records: Iterable[CatalogRecord],
+    encoder: Encoder,
+    index_dir: Path,
+    *,
+    factory: str = "Flat",
+    batch_size: int = 32,
+    total: int | None = None,
+    progress: ProgressCallback | None = None,
+    source: str | None = None,
+    fmt: str | None = None,
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    publish_snapshot: bool = True,
+) -> Manifest:
+    """Encode ``records`` into a new snapshot under ``index_dir``; returns its manifest.
+
+    With ``publish_snapshot`` the snapshot becomes CURRENT; without it, it is
+    installed as ``<index_dir>/<version>`` for :func:`index.layout.set_current`
+    later. BuildError for empty datasets, duplicate ids, untrainable factories;
+    ValueError for a bad factory string or batch size (checked before encoding).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    VectorIndex.create(encoder.dim, factory)  # a typo should fail now, not after encoding
+    index_dir = Path(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_staging(index_dir)
+    version = new_version()
+    staging = staging_dir(index_dir, version)
+    staging.mkdir()
+    options = _BuildOptions(batch_size, total, progress, max_image_pixels)
+    try:
+        counts, vectors = _encode_catalog(records, encoder, staging, options)
+        _write_index(staging, vectors, factory)
+        manifest = Manifest(
+            version=version,
+            model_fingerprint=encoder.fingerprint,
+            dim=encoder.dim,
+            factory=factory,
+            n_items=counts.items,
+            n_vectors=int(vectors.shape[0]),
+            kinds=dict(sorted(counts.kinds.items())),
+            skipped=counts.skipped,
+            source=source,
+            format=fmt,
+        )
+        del vectors
+        manifest.write(staging)
+        fsync_dir(staging)
+        if publish_snapshot:
+            publish(index_dir, staging, version)
+        else:
+            install(index_dir, staging, version)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # re-raised: cleanup only
+        raise
+    logger.info(
+        "built snapshot %s: %d items, %d vectors, %d skipped",
+        version,
+        manifest.n_items,
+        manifest.n_vectors,
+        manifest.skipped,
+    )
+    return manifest

@@ -1,0 +1,284 @@
+"""Item id <-> vector rows <-> metadata, in one embedded SQLite file.
+
+Schema::
+
+    items(id TEXT PRIMARY KEY, label TEXT, metadata TEXT /* JSON object */)
+    vectors(row INTEGER PRIMARY KEY, item_id TEXT, kind TEXT)
+
+``vectors.row`` is the FAISS id and the row of ``vectors.npy``. A snapshot's
+catalog is written once by :class:`CatalogWriter` and then only read, through a
+read-only connection shared by the request threads behind a lock (SQLite
+connections are not safe for concurrent use; the queries are index lookups, so
+the lock is held for microseconds).
+
+Restricting a search (:meth:`Catalog.allowed_rows`) is done in memory where it
+can be: each row's kind and item are loaded once per snapshot (5 bytes a row),
+metadata filters run as parameterised SQL over the items table only (see
+:mod:`index.filters`) and their results are cached, as a snapshot never changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from index.filters import FilterError, compile_filters
+
+__all__ = [
+    "Catalog",
+    "CatalogWriter",
+    "DuplicateItemError",
+    "FilterError",
+    "Item",
+    "compile_filters",
+]
+
+_SCHEMA = """
+CREATE TABLE items (id TEXT PRIMARY KEY, label TEXT, metadata TEXT NOT NULL);
+CREATE TABLE vectors (row INTEGER PRIMARY KEY, item_id TEXT NOT NULL, kind TEXT NOT NULL);
+"""
+_INDEXES = """
+CREATE INDEX vectors_by_item ON vectors(item_id, kind);
+CREATE INDEX vectors_by_kind ON vectors(kind);
+"""
+_SQL_CHUNK = 500  # bound parameters per IN (...) query, well under SQLite's limit
+_FETCH_CHUNK = 65_536
+_FILTER_CACHE_SIZE = 32
+
+
+class DuplicateItemError(ValueError):
+    """The same item id was written twice into one catalog."""
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    label: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    kinds: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- reader
+
+
+def _rows_array(rows: Iterable[int] | np.ndarray) -> list[int]:
+    return [int(r) for r in np.asarray(rows, dtype=np.int64).ravel()]
+
+
+def _chunks(values: list[Any]) -> Iterable[list[Any]]:
+    for start in range(0, len(values), _SQL_CHUNK):
+        yield values[start : start + _SQL_CHUNK]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class Catalog:
+    """Read side of a snapshot's catalog; safe to share between threads."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._lock = threading.Lock()
+        self.n_vectors = self._query_one("SELECT COUNT(*) FROM vectors")
+        self.n_items = self._query_one("SELECT COUNT(*) FROM items")
+        self._kind_codes = {
+            kind: code
+            for code, (kind,) in enumerate(self._query("SELECT DISTINCT kind FROM vectors"))
+        }
+        self._item_of_row, self._kind_of_row = self._load_row_table()
+        self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    @classmethod
+    def open(cls, path: Path | str) -> Catalog:
+        """Open read-only; FileNotFoundError when the file does not exist."""
+        path = Path(path).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"catalog not found: {path}")
+        uri = path.as_uri() + "?mode=ro"
+        return cls(sqlite3.connect(uri, uri=True, check_same_thread=False))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def _query_one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._query(sql, params)[0][0]
+
+    def _load_row_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """items.rowid and kind code of every vector row, checking rows are 0..n-1."""
+        if len(self._kind_codes) > 255:
+            raise ValueError(f"catalog has {len(self._kind_codes)} kinds, at most 255 supported")
+        item_of_row = np.full(self.n_vectors, -1, dtype=np.int64)
+        kind_of_row = np.zeros(self.n_vectors, dtype=np.uint8)
+        sql = "SELECT v.row, i.rowid, v.kind FROM vectors v JOIN items i ON i.id = v.item_id"
+        seen = 0
+        with self._lock:
+            cursor = self._db.execute(sql)
+            while batch := cursor.fetchmany(_FETCH_CHUNK):
+                rows, items, kinds = zip(*batch, strict=True)
+                if max(rows) >= self.n_vectors or min(rows) < 0:
+                    raise ValueError("catalog vector rows are not numbered 0..n-1")
+                item_of_row[list(rows)] = items
+                kind_of_row[list(rows)] = [self._kind_codes[k] for k in kinds]
+                seen += len(batch)
+        if seen != self.n_vectors or (item_of_row < 0).any():
+            raise ValueError("catalog has vector rows whose item is missing")
+        return item_of_row, kind_of_row
+
+    def kind_counts(self) -> dict[str, int]:
+        rows = self._query("SELECT kind, COUNT(*) FROM vectors GROUP BY kind ORDER BY kind")
+        return {kind: count for kind, count in rows}
+
+    def get_item(self, item_id: str) -> Item | None:
+        return self.get_items([item_id]).get(item_id)
+
+    def get_items(self, item_ids: Sequence[str]) -> dict[str, Item]:
+        """Items by id; unknown ids are absent from the result."""
+        unique = list(dict.fromkeys(item_ids))
+        kinds: dict[str, list[str]] = {}
+        found: dict[str, tuple[str | None, str]] = {}
+        for chunk in _chunks(unique):
+            sql = f"SELECT id, label, metadata FROM items WHERE id IN ({_marks(len(chunk))})"
+            found.update({i: (label, meta) for i, label, meta in self._query(sql, chunk)})
+            sql = (
+                f"SELECT DISTINCT item_id, kind FROM vectors "
+                f"WHERE item_id IN ({_marks(len(chunk))}) ORDER BY kind"
+            )
+            for item_id, kind in self._query(sql, chunk):
+                kinds.setdefault(item_id, []).append(kind)
+        return {
+            i: Item(i, label, json.loads(meta), kinds.get(i, []))
+            for i, (label, meta) in found.items()
+        }
+
+    def rows_of_item(self, item_id: str, kinds: Sequence[str] | None = None) -> np.ndarray:
+        sql = "SELECT row FROM vectors WHERE item_id = ?"
+        params: list[Any] = [item_id]
+        if kinds is not None:
+            sql += f" AND kind IN ({_marks(len(kinds))})"
+            params += list(kinds)
+        return np.array([r for (r,) in self._query(sql + " ORDER BY row", params)], np.int64)
+
+    def describe_rows(self, rows: Iterable[int] | np.ndarray) -> list[tuple[str, str]]:
+        """(item_id, kind) per row, in the order given; KeyError for unknown rows."""
+        wanted = _rows_array(rows)
+        known: dict[int, tuple[str, str]] = {}
+        for chunk in _chunks(list(set(wanted))):
+            sql = f"SELECT row, item_id, kind FROM vectors WHERE row IN ({_marks(len(chunk))})"
+            known.update({r: (i, k) for r, i, k in self._query(sql, chunk)})
+        missing = [r for r in wanted if r not in known]
+        if missing:
+            raise KeyError(f"unknown vector rows: {missing[:10]}")
+        return [known[r] for r in wanted]
+
+    def item_ids_of_rows(self, rows: Iterable[int] | np.ndarray) -> list[str]:
+        return [item_id for item_id, _ in self.describe_rows(rows)]
+
+    def kinds_of_rows(self, rows: Iterable[int] | np.ndarray) -> list[str]:
+        return [kind for _, kind in self.describe_rows(rows)]
+
+    def allowed_rows(
+        self, kinds: Sequence[str] | None = None, filters: Mapping[str, Any] | None = None
+    ) -> np.ndarray | None:
+        """Sorted rows passing both restrictions; None when nothing is restricted.
+
+        FilterError for malformed filters (raised before any query runs).
+        """
+        if isinstance(kinds, str):
+            raise FilterError("kinds must be a list of kind names, not a string")
+        if kinds is None and not filters:
+            return None
+        allowed = np.ones(self.n_vectors, dtype=bool)
+        if kinds is not None:
+            codes = [self._kind_codes[kind] for kind in kinds if kind in self._kind_codes]
+            allowed &= np.isin(self._kind_of_row, codes)
+        if filters:
+            allowed &= self._items_matching(filters)[self._item_of_row]
+        return np.flatnonzero(allowed)
+
+    def _items_matching(self, filters: Mapping[str, Any]) -> np.ndarray:
+        """Boolean table indexed by items.rowid; cached per distinct filter."""
+        where, params = compile_filters(filters)
+        key = json.dumps([where, params], ensure_ascii=False)
+        with self._lock:
+            cached = self._filter_cache.get(key)
+            if cached is not None:
+                self._filter_cache.move_to_end(key)
+                return cached
+            cursor = self._db.execute(f"SELECT rowid FROM items i WHERE {where}", params)
+            matched = np.fromiter((rowid for (rowid,) in cursor), dtype=np.int64)
+        table = np.zeros(int(self._item_of_row.max(initial=0)) + 1, dtype=bool)
+        table[matched[matched < table.size]] = True
+        with self._lock:
+            self._filter_cache[key] = table
+            while len(self._filter_cache) > _FILTER_CACHE_SIZE:
+                self._filter_cache.popitem(last=False)
+        return table
+
+
+# --------------------------------------------------------------------------- writer
+
+
+class CatalogWriter:
+    """Bulk writer for a new catalog file; one transaction per batch.
+
+    Durability settings are relaxed (no journal sync) because a catalog is only
+    written inside a staging directory that a crash discards anyway;
+    :meth:`finish` builds the indexes and syncs the file once.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if self.path.exists():
+            raise FileExistsError(f"catalog already exists: {self.path}")
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("PRAGMA journal_mode = MEMORY")
+        self._db.execute("PRAGMA synchronous = OFF")
+        self._db.executescript(_SCHEMA)
+
+    def add_batch(
+        self,
+        items: Sequence[tuple[str, str | None, Mapping[str, Any]]],
+        vectors: Sequence[tuple[int, str, str]],
+    ) -> None:
+        """Insert (id, label, metadata) items and (row, item_id, kind) rows atomically."""
+        encoded = [(i, label, _metadata_json(i, meta)) for i, label, meta in items]
+        try:
+            with self._db:
+                self._db.executemany("INSERT INTO items VALUES (?, ?, ?)", encoded)
+                self._db.executemany("INSERT INTO vectors VALUES (?, ?, ?)", vectors)
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateItemError(f"duplicate item id or row in batch: {exc}") from exc
+
+    def finish(self) -> None:
+        self._db.executescript(_INDEXES + "ANALYZE;")
+        self._db.commit()
+        self._db.close()
+        with open(self.path, "rb") as fh:
+            os.fsync(fh.fileno())
+
+    def abort(self) -> None:
+        self._db.close()
+
+
+def _metadata_json(item_id: str, metadata: Mapping[str, Any]) -> str:
+    if not isinstance(metadata, Mapping):
+        raise ValueError(f"metadata of item {item_id!r} must be a mapping")
+    try:
+        return json.dumps(dict(metadata), ensure_ascii=False, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata of item {item_id!r} is not plain JSON: {exc}") from exc

@@ -1,0 +1,71 @@
+"""``manifest.json``: what a snapshot holds and which model built it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from index.layout import CorruptSnapshotError, atomic_write_text
+
+MANIFEST_FILE = "manifest.json"
+LAYOUT_VERSION = 1
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: str
+    model_fingerprint: str
+    dim: int
+    factory: str
+    n_items: int
+    n_vectors: int
+    kinds: dict[str, int]
+    skipped: int = 0  # unreadable inputs (images) left out of the snapshot
+    created_at: str = field(default_factory=utc_now_iso)
+    source: str | None = None
+    format: str | None = None
+    metric: str = "ip"
+    layout: int = LAYOUT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, directory: Path) -> None:
+        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=2, sort_keys=True)
+        atomic_write_text(directory / MANIFEST_FILE, text + "\n")
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        path = directory / MANIFEST_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise CorruptSnapshotError(f"snapshot {directory} has no {MANIFEST_FILE}") from exc
+        except (OSError, ValueError) as exc:
+            raise CorruptSnapshotError(f"unreadable manifest {path}: {exc}") from exc
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: Path | str = "manifest") -> Manifest:
+        if not isinstance(data, dict):
+            raise CorruptSnapshotError(f"{where}: expected a JSON object")
+        known = {f.name for f in fields(cls)}
+        try:
+            manifest = cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:  # a required field is missing
+            raise CorruptSnapshotError(f"{where}: {exc}") from exc
+        if manifest.layout > LAYOUT_VERSION:
+            raise CorruptSnapshotError(
+                f"{where}: snapshot layout {manifest.layout} is newer than this code "
+                f"understands ({LAYOUT_VERSION}); upgrade mmsearch"
+            )
+        if manifest.metric != "ip":
+            raise CorruptSnapshotError(f"{where}: unsupported metric {manifest.metric!r}")
+        return manifest

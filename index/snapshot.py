@@ -1,0 +1,289 @@
+"""An immutable, versioned snapshot: FAISS index + catalog + raw vectors + manifest.
+
+Search returns one match per *item*: an item may own several rows (its photo,
+each caption, its recipe); its score is its best row's, and the match says which
+kind of row won. Rows are over-fetched and the fetch widened until k distinct
+items are found or the candidate rows run out. Small filtered candidate sets
+(at most ``EXACT_SEARCH_MAX_ROWS`` rows) on approximate indexes are scored
+exactly from ``vectors.npy`` instead, so a narrow filter still finds its k items
+where HNSW's graph walk or IVF's probed lists would miss some.
+Queries are L2-normalised, so scores are cosine similarities.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from numbers import Integral
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from index.catalog import Catalog, Item
+from index.layout import (
+    CorruptSnapshotError,
+    NoSnapshotError,
+    SnapshotError,
+    publish,
+    read_current,
+)
+from index.manifest import Manifest
+from index.vector_index import DimensionMismatchError, VectorIndex, as_matrix
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "index.faiss"
+CATALOG_FILE = "catalog.sqlite"
+VECTORS_FILE = "vectors.npy"
+EXACT_SEARCH_MAX_ROWS = 4096
+_WIDEN_FACTOR = 4
+
+__all__ = [
+    "CorruptSnapshotError",
+    "DimensionMismatchError",
+    "FingerprintMismatchError",
+    "InvalidQueryError",
+    "Match",
+    "NoSnapshotError",
+    "Snapshot",
+    "SnapshotError",
+    "UnknownItemError",
+    "load_current",
+    "publish",
+    "read_current",
+]
+
+
+class FingerprintMismatchError(SnapshotError, ValueError):
+    def __init__(self, version: str, built_with: str, loaded: str) -> None:
+        super().__init__(
+            f"snapshot {version} was built with model {built_with} but the loaded model "
+            f"is {loaded}; re-index with this model"
+        )
+        self.version = version
+        self.built_with = built_with
+        self.loaded = loaded
+
+
+class InvalidQueryError(ValueError):
+    """The query vector or search arguments cannot be searched with."""
+
+
+class UnknownItemError(LookupError):
+    """No item with this id in the snapshot."""
+
+
+@dataclass(frozen=True)
+class Match:
+    item_id: str
+    score: float
+    rank: int
+    kind: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class _Hit:
+    item_id: str
+    score: float
+    kind: str
+
+
+class Snapshot:
+    """A loaded snapshot; read-only and safe to search from many threads."""
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        index: VectorIndex,
+        catalog: Catalog,
+        vectors: np.ndarray,
+    ) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.index = index
+        self.catalog = catalog
+        self.vectors = vectors
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @classmethod
+    def open(
+        cls, path: Path | str, expected_fingerprint: str | None = None, *, use_gpu: bool = False
+    ) -> Snapshot:
+        """Load a version directory; the fingerprint is checked before big files load.
+
+        ``use_gpu`` mirrors the FAISS index onto the GPUs when there are any.
+        """
+        path = Path(path)
+        manifest = Manifest.read(path)
+        if expected_fingerprint is not None and manifest.model_fingerprint != expected_fingerprint:
+            raise FingerprintMismatchError(
+                manifest.version, manifest.model_fingerprint, expected_fingerprint
+            )
+        try:
+            index = VectorIndex.load(path / INDEX_FILE, manifest.factory)
+            vectors = np.load(path / VECTORS_FILE, mmap_mode="r")
+            catalog = Catalog.open(path / CATALOG_FILE)
+        except (OSError, RuntimeError, ValueError, sqlite3.Error) as exc:
+            raise CorruptSnapshotError(f"snapshot {path} cannot be loaded: {exc}") from exc
+        _check_consistent(path, manifest, index, catalog, vectors)
+        if use_gpu:
+            index.enable_gpu()
+        return cls(path, manifest, index, catalog, vectors)
+
+    def close(self) -> None:
+        """Release the catalog connection; other resources go with the last reference."""
+        self.catalog.close()
+
+    # ------------------------------------------------------------------ lookups
+
+    def get_item(self, item_id: str) -> Item | None:
+        return self.catalog.get_item(item_id)
+
+    def item_vectors(self, item_id: str, kinds: Sequence[str] | None = None) -> np.ndarray:
+        """(m, dim) vectors of an item's rows (m may be 0 when no row has these kinds).
+
+        UnknownItemError when the item does not exist.
+        """
+        rows = self.catalog.rows_of_item(item_id, kinds)
+        if rows.size == 0 and self.catalog.get_item(item_id) is None:
+            raise UnknownItemError(f"no item {item_id!r} in snapshot {self.version}")
+        return np.array(self.vectors[rows], dtype=np.float32)
+
+    # ------------------------------------------------------------------ search
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        kinds: Sequence[str] | None = None,
+        filters: Mapping[str, Any] | None = None,
+        exclude_ids: Collection[str] = (),
+    ) -> list[Match]:
+        """Best k items for one (dim,) query; ranks 1..k, best first.
+
+        DimensionMismatchError for a wrong-size query, InvalidQueryError for a
+        zero / non-finite query or k < 1, FilterError for malformed filters.
+        """
+        if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
+            raise InvalidQueryError(f"k must be a positive integer, got {k!r}")
+        k = int(k)
+        unit_query = self._prepare_query(query)
+        allowed = self.catalog.allowed_rows(kinds, filters)
+        hits = self._best_items(unit_query, k, allowed, frozenset(exclude_ids))
+        items = self.catalog.get_items([h.item_id for h in hits])
+        return [
+            Match(
+                item_id=hit.item_id,
+                score=hit.score,
+                rank=rank,
+                kind=hit.kind,
+                metadata=items[hit.item_id].metadata,
+                label=items[hit.item_id].label,
+            )
+            for rank, hit in enumerate(hits, start=1)
+        ]
+
+    def _prepare_query(self, query: np.ndarray) -> np.ndarray:
+        matrix = as_matrix(query, self.dim)
+        if matrix.shape[0] != 1:
+            raise InvalidQueryError(f"expected one query vector, got {matrix.shape[0]}")
+        if not np.all(np.isfinite(matrix)):
+            raise InvalidQueryError("query vector contains NaN or infinity")
+        norm = float(np.linalg.norm(matrix))
+        if norm == 0.0:
+            raise InvalidQueryError("query vector is all zeros")
+        return matrix / norm
+
+    def _best_items(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None, exclude: frozenset[str]
+    ) -> list[_Hit]:
+        n_candidates = self.index.ntotal if allowed is None else int(allowed.size)
+        if n_candidates == 0:
+            return []
+        if (
+            allowed is not None
+            and not self.index.is_exact
+            and n_candidates <= EXACT_SEARCH_MAX_ROWS
+        ):
+            scores, rows = self._exact_scores(query, allowed)
+            return self._group_by_item(scores, rows, k, exclude)
+        fetch = min(n_candidates, 2 * k + 16)
+        while True:
+            scores, rows = self.index.search(query, fetch, allowed)
+            found = rows[0] >= 0
+            hits = self._group_by_item(scores[0][found], rows[0][found], k, exclude)
+            exhausted = fetch >= n_candidates or int(found.sum()) < fetch
+            if len(hits) >= k or exhausted:
+                return hits
+            fetch = min(n_candidates, fetch * _WIDEN_FACTOR)
+
+    def _exact_scores(self, query: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores = np.asarray(self.vectors[rows], dtype=np.float32) @ query[0]
+        order = np.argsort(-scores, kind="stable")
+        return scores[order], rows[order]
+
+    def _group_by_item(
+        self, scores: np.ndarray, rows: np.ndarray, k: int, exclude: frozenset[str]
+    ) -> list[_Hit]:
+        """First (= best) row per item, in score order, up to k items.
+
+        Rows are looked up in the catalog a slice at a time, so an exact scan of
+        thousands of rows only describes the few it needs.
+        """
+        best: dict[str, _Hit] = {}
+        step = max(4 * k, 64)
+        for start in range(0, len(rows), step):
+            described = self.catalog.describe_rows(rows[start : start + step])
+            for score, (item_id, kind) in zip(scores[start:], described, strict=False):
+                if item_id in exclude or item_id in best:
+                    continue
+                best[item_id] = _Hit(item_id, float(score), kind)
+                if len(best) == k:
+                    return list(best.values())
+        return list(best.values())
+
+
+def _check_consistent(
+    path: Path, manifest: Manifest, index: VectorIndex, catalog: Catalog, vectors: np.ndarray
+) -> None:
+    expected = (manifest.n_vectors, manifest.dim)
+    problems = []
+    if vectors.shape != expected or vectors.dtype != np.float32:
+        problems.append(f"{VECTORS_FILE} is {vectors.dtype}{vectors.shape}, expected {expected}")
+    if (index.ntotal, index.dim) != expected:
+        problems.append(f"{INDEX_FILE} has {index.ntotal}x{index.dim}, expected {expected}")
+    if (catalog.n_vectors, catalog.n_items) != (manifest.n_vectors, manifest.n_items):
+        problems.append(
+            f"{CATALOG_FILE} has {catalog.n_items} items / {catalog.n_vectors} rows, "
+            f"expected {manifest.n_items} / {manifest.n_vectors}"
+        )
+    if problems:
+        catalog.close()
+        raise CorruptSnapshotError(f"snapshot {path} is inconsistent: " + "; ".join(problems))
+
+
+def load_current(
+    index_dir: Path | str, expected_fingerprint: str | None = None, *, use_gpu: bool = False
+) -> Snapshot:
+    """Open the snapshot CURRENT names (NoSnapshotError when there is none)."""
+    index_dir = Path(index_dir)
+    version = read_current(index_dir)
+    if version is None:
+        raise NoSnapshotError(
+            f"no index snapshot published in {index_dir}; build one with "
+            "`mmsearch index ...` or POST /admin/reindex"
+        )
+    return Snapshot.open(index_dir / version, expected_fingerprint, use_gpu=use_gpu)
