@@ -1,0 +1,115 @@
+"""Request dependencies as ``Annotated`` aliases: routes declare what they need."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from index.snapshot import Snapshot
+from models.encoders import Encoder
+from service.embedding import Embedder
+from service.errors import (
+    AdminDisabledError,
+    ModelNotReadyError,
+    NotAuthenticatedError,
+    SnapshotNotReadyError,
+)
+from service.jobs import JobQueue
+from service.settings import Settings
+from service.state import AppState
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.mmsearch
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def model_not_ready_message(state: AppState) -> str:
+    if state.startup_error is not None:
+        return f"the model failed to load ({state.startup_error}); see the server log"
+    return f"the model {state.settings.model!r} is still loading; retry shortly"
+
+
+def get_encoder(state: StateDep) -> Encoder:
+    if state.encoder is None:
+        raise ModelNotReadyError(model_not_ready_message(state))
+    return state.encoder
+
+
+EncoderDep = Annotated[Encoder, Depends(get_encoder)]
+
+
+def get_embedder(state: StateDep, encoder: EncoderDep) -> Embedder:
+    settings = state.settings
+    return Embedder(
+        encoder=encoder,
+        lock=state.encoder_lock,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_image_pixels=settings.max_image_pixels,
+    )
+
+
+EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
+
+
+def no_snapshot_message(state: AppState) -> str:
+    index_error = state.index_error()
+    if index_error is not None:
+        return f"no usable index snapshot: {index_error}"
+    return (
+        f"no index snapshot in {state.settings.index_dir} yet: build one with "
+        "`mmsearch index SOURCE --format FORMAT` or POST /admin/reindex"
+    )
+
+
+def get_snapshot(state: StateDep, _encoder: EncoderDep) -> Snapshot:
+    """The live snapshot, taken once: the request uses it even if a newer one lands."""
+    snapshot = state.current_snapshot()
+    if snapshot is None:
+        raise SnapshotNotReadyError(no_snapshot_message(state))
+    return snapshot
+
+
+SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
+
+
+def get_job_queue(state: StateDep) -> JobQueue:
+    if state.jobs is None:
+        raise ModelNotReadyError("the job queue is not started yet; retry shortly")
+    return state.jobs
+
+
+JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]
+
+_bearer = HTTPBearer(auto_error=False, description="MMSEARCH_ADMIN_TOKEN")
+
+
+def require_admin(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    if settings.admin_token is None:
+        raise AdminDisabledError(
+            "admin routes are disabled: set MMSEARCH_ADMIN_TOKEN on the server to enable them"
+        )
+    if credentials is None:
+        raise NotAuthenticatedError("missing bearer token: send 'Authorization: Bearer <token>'")
+    expected = settings.admin_token.get_secret_value().encode()
+    if not secrets.compare_digest(credentials.credentials.encode(), expected):
+        raise NotAuthenticatedError("invalid admin token")
+
+
+AdminDep = Depends(require_admin)

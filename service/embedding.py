@@ -1,0 +1,82 @@
+"""Validated inputs -> vectors, off the event loop.
+
+Pre / core split (as infinity does): decoding (base64, PIL) happens in the worker
+thread without the encoder lock, so requests decode in parallel; only the encode_*
+calls are serialised, because encoders are not necessarily thread-safe. Inputs of
+one kind go to the encoder as one batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from models.encoders import Encoder
+from models.images import decode_base64_image, decode_image
+from models.types import Recipe
+from service.limits import check_base64_size
+from service.schemas import EmbedInput
+
+Decoded = str | Image.Image | Recipe
+T = TypeVar("T", str, Image.Image, Recipe)
+
+
+@dataclass(frozen=True)
+class Embedder:
+    encoder: Encoder
+    lock: threading.Lock
+    max_upload_bytes: int
+    max_image_pixels: int
+
+    async def embed(self, inputs: Sequence[EmbedInput]) -> np.ndarray:
+        """One L2-normalised float32 row per input, in input order."""
+        return await run_in_threadpool(self._decode_and_encode, inputs)
+
+    async def embed_image_bytes(self, data: bytes) -> np.ndarray:
+        """A (1, dim) row for raw image bytes (a multipart upload)."""
+        return await run_in_threadpool(self._decode_bytes_and_encode, data)
+
+    def _decode_and_encode(self, inputs: Sequence[EmbedInput]) -> np.ndarray:
+        return self._encode([self._decode(item) for item in inputs])
+
+    def _decode_bytes_and_encode(self, data: bytes) -> np.ndarray:
+        return self._encode([decode_image(data, max_pixels=self.max_image_pixels)])
+
+    def _decode(self, item: EmbedInput) -> Decoded:
+        match item.modality:
+            case "text" if item.text is not None:
+                return item.text
+            case "image" if item.image is not None:
+                check_base64_size(item.image, self.max_upload_bytes)
+                return decode_base64_image(item.image, max_pixels=self.max_image_pixels)
+            case "recipe" if item.recipe is not None:
+                return item.recipe.to_recipe()
+        raise ValueError(f"cannot embed a {item.modality!r} input")
+
+    def _encode(self, decoded: Sequence[Decoded]) -> np.ndarray:
+        vectors = np.empty((len(decoded), self.encoder.dim), dtype=np.float32)
+        self._encode_kind(vectors, decoded, str, self.encoder.encode_texts)
+        self._encode_kind(vectors, decoded, Image.Image, self.encoder.encode_images)
+        self._encode_kind(vectors, decoded, Recipe, self.encoder.encode_recipes)
+        return vectors
+
+    def _encode_kind(
+        self,
+        out: np.ndarray,
+        decoded: Sequence[Decoded],
+        kind: type[T],
+        encode: Callable[[list[T]], np.ndarray],
+    ) -> None:
+        """Encode every input of one kind as one batch into its rows of ``out``."""
+        positions = [i for i, value in enumerate(decoded) if isinstance(value, kind)]
+        if not positions:
+            return
+        batch: list[T] = [value for value in decoded if isinstance(value, kind)]
+        with self.lock:
+            out[positions] = encode(batch)

@@ -1,0 +1,143 @@
+"""Domain exceptions of the HTTP layer and their mapping to HTTP responses.
+
+This is the only place that decides status codes for domain errors: code below the
+routes raises plain exceptions (these, or the ones from ``models`` and ``index``)
+and the handlers registered here turn them into ``{"detail": "..."}`` responses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from index.catalog import FilterError
+from index.snapshot import (
+    DimensionMismatchError,
+    SnapshotError,
+    UnknownItemError,
+)
+from index.snapshot import InvalidQueryError as InvalidSearchError
+from models.images import ImageTooLargeError, InvalidImageError
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base of the HTTP layer's own domain errors; the message is the response detail."""
+
+
+class ModelNotReadyError(ServiceError):
+    """The encoder is still loading (or failed to load)."""
+
+
+class SnapshotNotReadyError(ServiceError):
+    """No index snapshot is loaded yet."""
+
+
+class ItemNotFoundError(ServiceError, LookupError):
+    def __init__(self, item_id: str) -> None:
+        super().__init__(f"no item with id {item_id!r} in the current index")
+        self.item_id = item_id
+
+
+class JobNotFoundError(ServiceError, LookupError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class InvalidQueryError(ServiceError, ValueError):
+    """A request that passed schema validation but is still unusable (k, vector, kinds)."""
+
+
+class InvalidSourceError(ServiceError, ValueError):
+    """A re-index source that does not exist or cannot be read."""
+
+
+class UploadTooLargeError(ServiceError, ValueError):
+    """An upload or base64 image, or a whole request body, over the configured limit."""
+
+
+class AdminDisabledError(ServiceError):
+    """Admin routes refuse every caller while no token is configured."""
+
+
+class NotAuthenticatedError(ServiceError):
+    """Missing or wrong admin bearer token."""
+
+
+# Most specific classes first: the first isinstance match wins.
+_STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
+    (UploadTooLargeError, 413),
+    (ImageTooLargeError, 413),
+    (InvalidImageError, 422),
+    (InvalidQueryError, 422),
+    (InvalidSearchError, 422),
+    (DimensionMismatchError, 422),
+    (InvalidSourceError, 422),
+    (FilterError, 422),
+    (ItemNotFoundError, 404),
+    (UnknownItemError, 404),
+    (JobNotFoundError, 404),
+    (NotAuthenticatedError, 401),
+    (AdminDisabledError, 403),
+    (ModelNotReadyError, 503),
+    (SnapshotNotReadyError, 503),
+    (SnapshotError, 503),  # no snapshot, fingerprint mismatch, corrupt files
+)
+
+
+def status_for(exc: Exception) -> int:
+    for error_type, status in _STATUS_BY_ERROR:
+        if isinstance(exc, error_type):
+            return status
+    raise TypeError(f"no HTTP status mapped for {type(exc).__name__}")
+
+
+def _headers_for(exc: Exception) -> dict[str, str] | None:
+    if isinstance(exc, NotAuthenticatedError):
+        return {"WWW-Authenticate": "Bearer"}
+    return None
+
+
+def error_response(exc: Exception) -> JSONResponse:
+    status = status_for(exc)
+    if status >= 500:
+        logger.info("%s: %s", type(exc).__name__, exc)
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=_headers_for(exc))
+
+
+def _handler(_request: Request, exc: Exception) -> JSONResponse:
+    return error_response(exc)
+
+
+def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 shape, but long inputs are not echoed: a rejected 10 MB base64
+    string must not come back in the response."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse({"detail": jsonable_encoder([_brief(e) for e in errors])}, status_code=422)
+
+
+ECHO_MAX_CHARS = 100  # short scalar inputs help the caller see what was wrong
+
+
+def _brief(error: dict[str, Any]) -> dict[str, Any]:
+    brief: dict[str, Any] = {key: error[key] for key in ("type", "loc", "msg") if key in error}
+    value = error.get("input")
+    if isinstance(value, str | int | float | bool) and len(str(value)) <= ECHO_MAX_CHARS:
+        brief["input"] = value
+    return brief
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """Map every domain error above onto its status code, once, for the whole app."""
+    handler: Callable[[Request, Exception], JSONResponse] = _handler
+    for error_type, _status in _STATUS_BY_ERROR:
+        app.add_exception_handler(error_type, handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)

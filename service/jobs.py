@@ -1,0 +1,263 @@
+"""Re-index jobs: the JobQueue seam and its two backends.
+
+``create_job_queue`` picks Redis/RQ when ``MMSEARCH_REDIS_URL`` is set (jobs run in
+separate ``mmsearch worker`` processes) and an in-process background thread
+otherwise (the embedded default).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+import redis
+from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+from rq.results import Result
+
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ReindexRequest:
+    source: Path
+    format: str
+    factory: str = "Flat"
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    state: JobState
+    progress: float  # 0..1
+    index_version: str | None = None
+    error: str | None = None
+
+
+class JobQueue(Protocol):
+    """Where the API hands re-index work; status is readable from any API process."""
+
+    def enqueue_reindex(self, request: ReindexRequest) -> str: ...
+
+    def status(self, job_id: str) -> JobStatus | None: ...
+
+    def close(self) -> None: ...
+
+
+ERROR_MAX_CHARS = 300
+
+
+def short_error(exc: BaseException) -> str:
+    """One line for job status: the exception type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= ERROR_MAX_CHARS else text[: ERROR_MAX_CHARS - 1] + "…"
+
+
+# progress(done, total): items processed so far, and the total when known.
+ProgressCallback = Callable[[int, "int | None"], None]
+Reindexer = Callable[[ReindexRequest, Settings, ProgressCallback], str]
+
+
+FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED})
+
+
+class JobCancelledError(Exception):
+    """The queue was closed while the job waited or ran."""
+
+
+class ThreadJobQueue:
+    """Embedded backend: a background thread runs jobs one at a time, status in memory.
+
+    One at a time because a build already keeps every core busy, and two builds
+    racing to publish would make "which version is live" depend on timing.
+    """
+
+    MAX_KEPT_JOBS = 1000
+    SHUTDOWN_MESSAGE = "cancelled: the service shut down"
+
+    def __init__(self, settings: Settings, reindex: Reindexer) -> None:
+        self._settings = settings
+        self._reindex = reindex
+        self._lock = threading.Lock()
+        self._statuses: dict[str, JobStatus] = {}
+        self._pending: queue.Queue[tuple[str, ReindexRequest] | None] = queue.Queue()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="mmsearch-reindex", daemon=True)
+        self._thread.start()
+
+    def enqueue_reindex(self, request: ReindexRequest) -> str:
+        if self._closing.is_set():
+            raise RuntimeError("the job queue is closed")
+        job_id = uuid.uuid4().hex
+        self._record(JobStatus(job_id, JobState.QUEUED, 0.0))
+        self._pending.put((job_id, request))
+        return job_id
+
+    def status(self, job_id: str) -> JobStatus | None:
+        with self._lock:
+            return self._statuses.get(job_id)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop taking jobs; a running build stops at its next progress report."""
+        self._closing.set()
+        self._pending.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning("re-index thread still running after %.0fs; abandoning it", timeout)
+
+    def _work(self) -> None:
+        while (item := self._pending.get()) is not None:
+            job_id, request = item
+            if self._closing.is_set():
+                self._update(job_id, state=JobState.FAILED, error=self.SHUTDOWN_MESSAGE)
+            else:
+                self._run(job_id, request)
+
+    def _run(self, job_id: str, request: ReindexRequest) -> None:
+        self._update(job_id, state=JobState.RUNNING)
+        try:
+            version = self._reindex(request, self._settings, self._progress_reporter(job_id))
+        except Exception as exc:
+            # The job boundary: the API reports the one-line error, the log keeps
+            # the traceback, and the thread lives on for the next job.
+            logger.warning("re-index job %s failed", job_id, exc_info=True)
+            self._update(job_id, state=JobState.FAILED, error=short_error(exc))
+            return
+        self._update(job_id, state=JobState.SUCCEEDED, progress=1.0, index_version=version)
+
+    def _progress_reporter(self, job_id: str) -> ProgressCallback:
+        def report(done: int, total: int | None) -> None:
+            if self._closing.is_set():
+                raise JobCancelledError(self.SHUTDOWN_MESSAGE)
+            self._update(job_id, progress=min(done / total, 1.0) if total else 0.0)
+
+        return report
+
+    def _record(self, status: JobStatus) -> None:
+        with self._lock:
+            self._statuses[status.job_id] = status
+            finished = [s.job_id for s in self._statuses.values() if s.state in FINISHED_STATES]
+            for old_id in finished[: max(0, len(self._statuses) - self.MAX_KEPT_JOBS)]:
+                del self._statuses[old_id]
+
+    def _update(self, job_id: str, **changes: object) -> None:
+        with self._lock:
+            self._statuses[job_id] = replace(self._statuses[job_id], **changes)  # type: ignore[arg-type]
+
+
+REINDEX_RETRIES = 2  # extra attempts after a failure or a worker that died mid-job
+JOB_KEEP_S = 7 * 24 * 3600  # how long finished jobs stay readable (RQ's default is 500 s)
+REINDEX_BATCH_SIZE = 32
+REINDEX_TASK = "service.tasks.reindex_job"  # by name: the API need not import the builder
+
+RQ_STATES = {
+    RQStatus.CREATED: JobState.QUEUED,
+    RQStatus.QUEUED: JobState.QUEUED,
+    RQStatus.DEFERRED: JobState.QUEUED,
+    RQStatus.SCHEDULED: JobState.QUEUED,
+    RQStatus.READY_TO_ENQUEUE: JobState.QUEUED,
+    RQStatus.RATE_LIMITED: JobState.QUEUED,
+    RQStatus.STARTED: JobState.RUNNING,
+    RQStatus.FINISHED: JobState.SUCCEEDED,
+    RQStatus.FAILED: JobState.FAILED,
+    RQStatus.STOPPED: JobState.FAILED,
+    RQStatus.CANCELED: JobState.FAILED,
+}
+
+
+class RQJobQueue:
+    """Redis backend: jobs go on an RQ queue that ``mmsearch worker`` processes consume.
+
+    Status lives in Redis (RQ's job hash and ``job.meta``), so any API process can
+    read any job. Failed attempts and attempts whose worker died are retried
+    ``REINDEX_RETRIES`` times; see service/worker.py for how a dead worker is noticed.
+    """
+
+    def __init__(self, settings: Settings, *, batch_size: int = REINDEX_BATCH_SIZE) -> None:
+        """``batch_size``: items encoded per step; smaller means finer progress."""
+        if not settings.redis_url:
+            raise ValueError("the RQ job queue needs MMSEARCH_REDIS_URL")
+        self._settings = settings
+        self._batch_size = batch_size
+        self._redis = redis.Redis.from_url(settings.redis_url)
+        self._queue = Queue(settings.queue_name, connection=self._redis)
+
+    def enqueue_reindex(self, request: ReindexRequest) -> str:
+        job = self._queue.enqueue(
+            REINDEX_TASK,
+            kwargs={
+                "source": str(request.source),
+                "fmt": request.format,
+                "factory": request.factory,
+                "settings_json": self._settings.model_dump_json(exclude={"admin_token"}),
+                "batch_size": self._batch_size,
+            },
+            job_timeout=self._settings.job_timeout_s,
+            retry=Retry(max=REINDEX_RETRIES),
+            result_ttl=JOB_KEEP_S,
+            failure_ttl=JOB_KEEP_S,
+            meta={"progress": 0.0},
+            description=f"reindex {request.source} ({request.format})",
+        )
+        return str(job.id)
+
+    def status(self, job_id: str) -> JobStatus | None:
+        try:
+            job = Job.fetch(job_id, connection=self._redis)
+        except NoSuchJobError:
+            return None
+        if job.origin != self._queue.name:
+            return None
+        state = RQ_STATES.get(job.get_status(refresh=False), JobState.QUEUED)
+        meta = job.meta
+        return JobStatus(
+            job_id=job_id,
+            state=state,
+            progress=1.0 if state is JobState.SUCCEEDED else float(meta.get("progress") or 0.0),
+            index_version=meta.get("index_version") or job.return_value(),
+            error=rq_failure_message(job) if state is JobState.FAILED else None,
+        )
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def rq_failure_message(job: Job) -> str:
+    """The one-line reason a job failed, from the task's own record or RQ's."""
+    if job.meta.get("error"):
+        return str(job.meta["error"])
+    result = job.latest_result()
+    exc_string = (result.exc_string or "") if result and result.type == Result.Type.FAILED else ""
+    if "AbandonedJobError" in exc_string:
+        return "the worker running this job died and no retries were left (AbandonedJobError)"
+    lines = [line for line in exc_string.strip().splitlines() if line.strip()]
+    return lines[-1][:ERROR_MAX_CHARS] if lines else f"job ended as {job.get_status(refresh=False)}"
+
+
+def create_job_queue(settings: Settings) -> JobQueue:
+    """RQ when ``settings.redis_url`` is set, else the in-process thread backend."""
+    if settings.redis_url:
+        return RQJobQueue(settings)
+    # Imported here, not at the top: tasks imports this module's types.
+    from service.tasks import run_reindex
+
+    return ThreadJobQueue(settings, run_reindex)

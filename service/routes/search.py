@@ -1,0 +1,75 @@
+"""POST /search and /search/image: ranked item matches on the live snapshot."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, File, Form, UploadFile
+
+from index.snapshot import Snapshot
+from service.deps import EmbedderDep, SnapshotDep, StateDep
+from service.limits import read_upload
+from service.schemas import SearchRequest, SearchResponse, error_responses
+from service.searching import SearchParams, check_params, parse_kinds, query_vector, search
+from service.state import AppState
+
+router = APIRouter(prefix="/search", tags=["search"])
+
+SEARCH_ERRORS = error_responses(404, 413, 422, 503)
+
+
+async def _respond(
+    state: AppState,
+    snapshot: Snapshot,
+    vector: np.ndarray,
+    params: SearchParams,
+    started: float,
+    exclude_ids: tuple[str, ...] = (),
+) -> SearchResponse:
+    matches = await search(snapshot, vector, params, state.filter_check, exclude_ids)
+    return SearchResponse(
+        matches=matches,
+        index_version=snapshot.manifest.version,
+        took_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+
+
+@router.post(
+    "",
+    summary="Search by text, base64 image, recipe, raw vector or an existing item",
+    response_model=SearchResponse,
+    responses=SEARCH_ERRORS,
+)
+async def search_json(
+    body: SearchRequest, snapshot: SnapshotDep, embedder: EmbedderDep, state: StateDep
+) -> SearchResponse:
+    started = time.perf_counter()
+    kinds = tuple(body.kinds) if body.kinds is not None else None
+    params = check_params(SearchParams(body.k, kinds, body.filter), state.settings.max_k)
+    vector, exclude_ids = await query_vector(body.query, embedder, snapshot)
+    return await _respond(state, snapshot, vector, params, started, exclude_ids)
+
+
+@router.post(
+    "/image",
+    summary="Search with an uploaded photo (multipart field 'file')",
+    response_model=SearchResponse,
+    responses=SEARCH_ERRORS,
+)
+async def search_image(
+    file: Annotated[UploadFile, File(description="The query photo")],
+    snapshot: SnapshotDep,
+    embedder: EmbedderDep,
+    state: StateDep,
+    k: Annotated[int, Form(description="How many items to return")] = 10,
+    kinds: Annotated[
+        str | None, Form(description="Comma-separated row kinds, e.g. 'image,recipe'")
+    ] = None,
+) -> SearchResponse:
+    started = time.perf_counter()
+    params = check_params(SearchParams(k, parse_kinds(kinds)), state.settings.max_k)
+    data = await read_upload(file, embedder.max_upload_bytes)
+    vector = await embedder.embed_image_bytes(data)
+    return await _respond(state, snapshot, vector, params, started)

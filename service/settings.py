@@ -1,0 +1,46 @@
+"""Service configuration, read from the environment (prefix ``MMSEARCH_``).
+
+Settings are built once by the app factory or the CLI and passed down; nothing
+reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of the API and the worker; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="MMSEARCH_", env_file=None, extra="ignore")
+
+    model: str = Field(
+        "offline",
+        description="Encoder spec: offline | openclip:ARCH[:PRETRAINED] | bundle:PATH",
+    )
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    index_dir: Path = Field(Path("var/index"), description="Where snapshots live")
+    cache_dir: Path | None = Field(None, description="Model cache (default ~/.cache/mmsearch)")
+    redis_url: str | None = Field(
+        None, description="Redis for the job queue and snapshot events; unset = in-process jobs"
+    )
+    queue_name: str = Field("mmsearch-reindex", description="RQ queue name")
+    job_timeout_s: int = Field(6 * 3600, description="Longest a re-index job may run")
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token for /admin routes; unset = admin routes refuse (403)"
+    )
+    max_upload_bytes: int = Field(10 * MIB, description="Largest accepted upload or base64 image")
+    max_image_pixels: int = Field(40_000_000, description="Decompression-bomb guard")
+    max_inputs: int = Field(64, description="Most inputs in one /embed call")
+    max_k: int = Field(1000, description="Largest k accepted by /search")
+    reload_interval_s: float = Field(
+        2.0, description="How often the API checks CURRENT for a new snapshot"
+    )
+    host: str = Field("127.0.0.1", description="Bind address for `mmsearch serve`")
+    port: int = Field(8000, description="Port for `mmsearch serve`")
+    log_level: str = Field("info", description="Python logging level")

@@ -1,0 +1,50 @@
+"""Fixtures for the API tests: one encoder and one kfood snapshot per session, an
+app (lifespan running) per module."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from index.build import build_snapshot
+from models.datasets import open_dataset
+from models.encoders import Encoder
+from service.app import create_app
+from service.tasks import encoder_for
+from tests.service.helpers import make_settings
+
+
+@pytest.fixture(scope="session")
+def encoder(tmp_path_factory: pytest.TempPathFactory) -> Encoder:
+    """The real offline encoder (packaged weights, no network), loaded once.
+
+    Loaded through the task module's per-process cache, so the in-process re-index
+    jobs of the admin tests reuse it instead of loading a second copy.
+    """
+    return encoder_for(make_settings(tmp_path_factory.mktemp("unused-index")))
+
+
+@pytest.fixture(scope="session")
+def kfood_records(kfood_sample: Path) -> list[dict[str, Any]]:
+    lines = (kfood_sample / "recipes.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.fixture(scope="session")
+def index_dir(
+    tmp_path_factory: pytest.TempPathFactory, kfood_sample: Path, encoder: Encoder
+) -> Path:
+    path = tmp_path_factory.mktemp("index")
+    build_snapshot(open_dataset(kfood_sample, "kfood"), encoder, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(index_dir: Path, encoder: Encoder) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(index_dir), encoder=encoder)) as test_client:
+        yield test_client
