@@ -11,6 +11,9 @@ One row per modality: the image (kind ``image``), each non-blank text (kind
 ``text``) and the recipe (kind ``recipe``). Unreadable images are skipped,
 logged and counted in ``Manifest.skipped``; a record left without any row is
 not stored.
+
+Once the catalog and vectors are complete, the class prototype table is built
+from them (:mod:`index.prototypes`), so every (re-)index rebuilds it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from index.catalog import CatalogWriter
+from index.catalog import Catalog, CatalogWriter
 from index.layout import (
     clean_stale_staging,
     fsync_dir,
@@ -39,6 +42,7 @@ from index.layout import (
     staging_dir,
 )
 from index.manifest import Manifest
+from index.prototypes import PrototypeOptions, PrototypeTable, build_prototype_table
 from index.snapshot import CATALOG_FILE, INDEX_FILE, VECTORS_FILE
 from index.vector_index import VectorIndex
 from models.encoders.base import Encoder
@@ -179,6 +183,18 @@ def _training_sample(vectors: np.ndarray) -> np.ndarray:
     return np.asarray(vectors[np.sort(chosen)])
 
 
+def _write_prototypes(
+    staging: Path, vectors: np.ndarray, encoder: Encoder, options: PrototypeOptions
+) -> PrototypeTable:
+    catalog = Catalog.open(staging / CATALOG_FILE)
+    try:
+        table = build_prototype_table(catalog, vectors, encoder, options)
+    finally:
+        catalog.close()
+    table.save(staging)
+    return table
+
+
 def _write_index(staging: Path, vectors: np.ndarray, factory: str) -> None:
     index = VectorIndex.create(vectors.shape[1], factory)
     if index.needs_training:
@@ -286,13 +302,16 @@ def build_snapshot(
     fmt: str | None = None,
     max_image_pixels: int = DEFAULT_MAX_PIXELS,
     publish_snapshot: bool = True,
+    prototypes: PrototypeOptions | None = None,
 ) -> Manifest:
     """Encode ``records`` into a new snapshot under ``index_dir``; returns its manifest.
 
     With ``publish_snapshot`` the snapshot becomes CURRENT; without it, it is
     installed as ``<index_dir>/<version>`` for :func:`index.layout.set_current`
-    later. BuildError for empty datasets, duplicate ids, untrainable factories;
-    ValueError for a bad factory string or batch size (checked before encoding).
+    later. ``prototypes`` says how the class prototype table is made (default:
+    item labels, all members). BuildError for empty datasets, duplicate ids,
+    untrainable factories; ValueError for a bad factory string or batch size
+    (checked before encoding).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -306,6 +325,8 @@ def build_snapshot(
     options = _BuildOptions(batch_size, total, progress, max_image_pixels)
     try:
         counts, vectors = _encode_catalog(records, encoder, staging, options)
+        prototype_options = prototypes or PrototypeOptions()
+        table = _write_prototypes(staging, vectors, encoder, prototype_options)
         _write_index(staging, vectors, factory)
         manifest = Manifest(
             version=version,
@@ -316,6 +337,9 @@ def build_snapshot(
             n_vectors=int(vectors.shape[0]),
             kinds=dict(sorted(counts.kinds.items())),
             skipped=counts.skipped,
+            n_classes=len(table),
+            n_zero_shot_classes=table.n_zero_shot,
+            class_field=prototype_options.class_field,
             source=source,
             format=fmt,
         )

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from index.filters import FilterError, compile_filters
+from index.filters import FilterError, compile_filters, json_path
 
 __all__ = [
     "Catalog",
@@ -210,6 +210,38 @@ class Catalog:
             allowed &= self._items_matching(filters)[self._item_of_row]
         return np.flatnonzero(allowed)
 
+    def item_of_rows(self) -> np.ndarray:
+        """items.rowid of every vector row (read-only; index = row)."""
+        view = self._item_of_row.view()
+        view.flags.writeable = False
+        return view
+
+    def rows_of_kind(self, kind: str) -> np.ndarray:
+        """Boolean mask over all rows: True where the row has this kind."""
+        code = self._kind_codes.get(kind)
+        if code is None:
+            return np.zeros(self.n_vectors, dtype=bool)
+        return self._kind_of_row == code
+
+    def item_classes(self, class_field: str | None = None) -> dict[int, str]:
+        """Class name of each item by items.rowid: its label, or a metadata field's value.
+
+        Items whose value is missing, empty, a list or an object have no class.
+        FilterError for a malformed field name.
+        """
+        if class_field is None:
+            sql, params = "SELECT rowid, label, 'text' FROM items", []
+        else:
+            path = json_path(class_field)
+            sql = "SELECT rowid, json_extract(metadata, ?), json_type(metadata, ?) FROM items"
+            params = [path, path]
+        classes = {}
+        for rowid, value, json_type in self._query(sql, params):
+            name = _class_name(value, json_type)
+            if name is not None:
+                classes[int(rowid)] = name
+        return classes
+
     def _items_matching(self, filters: Mapping[str, Any]) -> np.ndarray:
         """Boolean table indexed by items.rowid; cached per distinct filter."""
         where, params = compile_filters(filters)
@@ -228,6 +260,19 @@ class Catalog:
             while len(self._filter_cache) > _FILTER_CACHE_SIZE:
                 self._filter_cache.popitem(last=False)
         return table
+
+
+def _class_name(value: Any, json_type: str | None) -> str | None:
+    """A scalar metadata value as a class name; None for null, lists, objects, blanks."""
+    if value is None:
+        return None
+    match json_type:
+        case "true" | "false":
+            return json_type
+        case "text" | "integer" | "real":
+            name = str(value).strip()
+            return name or None
+    return None
 
 
 # --------------------------------------------------------------------------- writer

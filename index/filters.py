@@ -25,7 +25,8 @@ class FilterError(ValueError):
     """A metadata filter is malformed; the message says which part and why."""
 
 
-def _json_path(name: Any) -> str:
+def json_path(name: Any) -> str:
+    """The SQLite JSON path of a (validated) metadata field name: ``a.b`` -> ``$."a"."b"``."""
     if not isinstance(name, str) or not _FIELD_NAME.match(name):
         raise FilterError(
             f"invalid filter field {name!r}: use letters, digits and '_' "
@@ -92,7 +93,7 @@ def compile_filters(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     for name, value in filters.items():
-        path = _json_path(name)
+        path = json_path(name)
         if isinstance(value, list | tuple):
             clause, extra = _any_of(path, list(value), name)
         elif isinstance(value, Mapping):

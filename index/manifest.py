@@ -28,6 +28,9 @@ class Manifest:
     n_vectors: int
     kinds: dict[str, int]
     skipped: int = 0  # unreadable inputs (images) left out of the snapshot
+    n_classes: int = 0  # prototypes in the table (zero-shot ones included)
+    n_zero_shot_classes: int = 0  # classes whose prototype is their embedded name alone
+    class_field: str | None = None  # metadata field naming the class; None: item labels
     created_at: str = field(default_factory=utc_now_iso)
     source: str | None = None
     format: str | None = None

@@ -8,6 +8,10 @@ items are found or the candidate rows run out. Small filtered candidate sets
 exactly from ``vectors.npy`` instead, so a narrow filter still finds its k items
 where HNSW's graph walk or IVF's probed lists would miss some.
 Queries are L2-normalised, so scores are cosine similarities.
+
+Every snapshot also carries its class prototypes (:mod:`index.prototypes`):
+:meth:`Snapshot.match_classes` ranks them for a query, and ``ranking=Ranking("hybrid")``
+mixes an item's class prototype into its score (:mod:`index.ranking`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from index.layout import (
     read_current,
 )
 from index.manifest import Manifest
+from index.prototypes import ClassMatch, PrototypeTable
+from index.ranking import RankedRows, Ranking, RowScorer
 from index.vector_index import DimensionMismatchError, VectorIndex, as_matrix
 
 logger = logging.getLogger(__name__)
@@ -84,6 +90,9 @@ class Match:
     kind: str
     metadata: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
+    class_name: str | None = None  # the item's class in the prototype table
+    item_score: float | None = None  # hybrid ranking: sim(q, item)
+    class_score: float | None = None  # hybrid ranking: sim(q, proto(class))
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,9 @@ class _Hit:
     item_id: str
     score: float
     kind: str
+    row: int
+    item_score: float
+    class_score: float  # NaN: no class term
 
 
 class Snapshot:
@@ -103,12 +115,14 @@ class Snapshot:
         index: VectorIndex,
         catalog: Catalog,
         vectors: np.ndarray,
+        prototypes: PrototypeTable | None = None,
     ) -> None:
         self.path = path
         self.manifest = manifest
         self.index = index
         self.catalog = catalog
         self.vectors = vectors
+        self.prototypes = prototypes or PrototypeTable.empty(manifest.dim, manifest.n_vectors)
 
     @property
     def version(self) -> str:
@@ -139,9 +153,14 @@ class Snapshot:
         except (OSError, RuntimeError, ValueError, sqlite3.Error) as exc:
             raise CorruptSnapshotError(f"snapshot {path} cannot be loaded: {exc}") from exc
         _check_consistent(path, manifest, index, catalog, vectors)
+        try:
+            prototypes = PrototypeTable.load(path, manifest.n_vectors, manifest.dim)
+        except CorruptSnapshotError:
+            catalog.close()
+            raise
         if use_gpu:
             index.enable_gpu()
-        return cls(path, manifest, index, catalog, vectors)
+        return cls(path, manifest, index, catalog, vectors, prototypes)
 
     def close(self) -> None:
         """Release the catalog connection; other resources go with the last reference."""
@@ -164,6 +183,10 @@ class Snapshot:
 
     # ------------------------------------------------------------------ search
 
+    def match_classes(self, query: np.ndarray, n: int) -> list[ClassMatch]:
+        """The n classes whose prototypes are most similar to one (dim,) query."""
+        return self.prototypes.top(self._prepare_query(query)[0], n)
+
     def search(
         self,
         query: np.ndarray,
@@ -171,9 +194,11 @@ class Snapshot:
         kinds: Sequence[str] | None = None,
         filters: Mapping[str, Any] | None = None,
         exclude_ids: Collection[str] = (),
+        ranking: Ranking | None = None,
     ) -> list[Match]:
         """Best k items for one (dim,) query; ranks 1..k, best first.
 
+        ``ranking`` defaults to item similarity (see :mod:`index.ranking`).
         DimensionMismatchError for a wrong-size query, InvalidQueryError for a
         zero / non-finite query or k < 1, FilterError for malformed filters.
         """
@@ -182,19 +207,28 @@ class Snapshot:
         k = int(k)
         unit_query = self._prepare_query(query)
         allowed = self.catalog.allowed_rows(kinds, filters)
-        hits = self._best_items(unit_query, k, allowed, frozenset(exclude_ids))
+        scorer = RowScorer(
+            ranking or Ranking(),
+            self.prototypes.scores(unit_query[0]),
+            self.prototypes.row_classes,
+        )
+        hits = self._best_items(unit_query, k, allowed, frozenset(exclude_ids), scorer)
         items = self.catalog.get_items([h.item_id for h in hits])
-        return [
-            Match(
-                item_id=hit.item_id,
-                score=hit.score,
-                rank=rank,
-                kind=hit.kind,
-                metadata=items[hit.item_id].metadata,
-                label=items[hit.item_id].label,
-            )
-            for rank, hit in enumerate(hits, start=1)
-        ]
+        return [self._match(hit, rank, items[hit.item_id]) for rank, hit in enumerate(hits, 1)]
+
+    def _match(self, hit: _Hit, rank: int, item: Item) -> Match:
+        hybrid = not np.isnan(hit.class_score)
+        return Match(
+            item_id=hit.item_id,
+            score=hit.score,
+            rank=rank,
+            kind=hit.kind,
+            metadata=item.metadata,
+            label=item.label,
+            class_name=self.prototypes.class_name_of_row(hit.row),
+            item_score=hit.item_score if hybrid else None,
+            class_score=hit.class_score if hybrid else None,
+        )
 
     def _prepare_query(self, query: np.ndarray) -> np.ndarray:
         matrix = as_matrix(query, self.dim)
@@ -208,7 +242,12 @@ class Snapshot:
         return matrix / norm
 
     def _best_items(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None, exclude: frozenset[str]
+        self,
+        query: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        exclude: frozenset[str],
+        scorer: RowScorer,
     ) -> list[_Hit]:
         n_candidates = self.index.ntotal if allowed is None else int(allowed.size)
         if n_candidates == 0:
@@ -218,39 +257,44 @@ class Snapshot:
             and not self.index.is_exact
             and n_candidates <= EXACT_SEARCH_MAX_ROWS
         ):
-            scores, rows = self._exact_scores(query, allowed)
-            return self._group_by_item(scores, rows, k, exclude)
+            scores = np.asarray(self.vectors[allowed], dtype=np.float32) @ query[0]
+            return self._group_by_item(scorer.rank(scores, allowed), k, exclude)
         fetch = min(n_candidates, 2 * k + 16)
         while True:
             scores, rows = self.index.search(query, fetch, allowed)
             found = rows[0] >= 0
-            hits = self._group_by_item(scores[0][found], rows[0][found], k, exclude)
+            hits = self._group_by_item(scorer.rank(scores[0][found], rows[0][found]), k, exclude)
             exhausted = fetch >= n_candidates or int(found.sum()) < fetch
-            if len(hits) >= k or exhausted:
+            if exhausted or self._settled(hits, k, scorer, float(scores[0][found][-1])):
                 return hits
             fetch = min(n_candidates, fetch * _WIDEN_FACTOR)
 
-    def _exact_scores(self, query: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scores = np.asarray(self.vectors[rows], dtype=np.float32) @ query[0]
-        order = np.argsort(-scores, kind="stable")
-        return scores[order], rows[order]
+    @staticmethod
+    def _settled(hits: list[_Hit], k: int, scorer: RowScorer, last_item_score: float) -> bool:
+        """k items found, and no row beyond the fetched ones could outrank the k-th."""
+        return len(hits) >= k and hits[k - 1].score >= scorer.unseen_bound(last_item_score)
 
-    def _group_by_item(
-        self, scores: np.ndarray, rows: np.ndarray, k: int, exclude: frozenset[str]
-    ) -> list[_Hit]:
-        """First (= best) row per item, in score order, up to k items.
+    def _group_by_item(self, ranked: RankedRows, k: int, exclude: frozenset[str]) -> list[_Hit]:
+        """First (= best) row per item, in ranking order, up to k items.
 
         Rows are looked up in the catalog a slice at a time, so an exact scan of
         thousands of rows only describes the few it needs.
         """
         best: dict[str, _Hit] = {}
         step = max(4 * k, 64)
-        for start in range(0, len(rows), step):
-            described = self.catalog.describe_rows(rows[start : start + step])
-            for score, (item_id, kind) in zip(scores[start:], described, strict=False):
+        for start in range(0, len(ranked.rows), step):
+            described = self.catalog.describe_rows(ranked.rows[start : start + step])
+            for offset, (item_id, kind) in enumerate(described, start):
                 if item_id in exclude or item_id in best:
                     continue
-                best[item_id] = _Hit(item_id, float(score), kind)
+                best[item_id] = _Hit(
+                    item_id,
+                    float(ranked.scores[offset]),
+                    kind,
+                    int(ranked.rows[offset]),
+                    float(ranked.item_scores[offset]),
+                    float(ranked.class_scores[offset]),
+                )
                 if len(best) == k:
                     return list(best.values())
         return list(best.values())

@@ -8,6 +8,7 @@ and the handlers registered here turn them into ``{"detail": "..."}`` responses.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from index.catalog import FilterError
+from index.prototypes import PrototypeOptionsError
 from index.snapshot import (
     DimensionMismatchError,
     SnapshotError,
@@ -64,6 +66,10 @@ class UploadTooLargeError(ServiceError, ValueError):
     """An upload or base64 image, or a whole request body, over the configured limit."""
 
 
+class UnsupportedMediaTypeError(ServiceError, ValueError):
+    """A request body in a Content-Type the route does not take."""
+
+
 class AdminDisabledError(ServiceError):
     """Admin routes refuse every caller while no token is configured."""
 
@@ -82,6 +88,8 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (DimensionMismatchError, 422),
     (InvalidSourceError, 422),
     (FilterError, 422),
+    (PrototypeOptionsError, 422),
+    (UnsupportedMediaTypeError, 415),
     (ItemNotFoundError, 404),
     (UnknownItemError, 404),
     (JobNotFoundError, 404),
@@ -130,7 +138,8 @@ ECHO_MAX_CHARS = 100  # short scalar inputs help the caller see what was wrong
 def _brief(error: dict[str, Any]) -> dict[str, Any]:
     brief: dict[str, Any] = {key: error[key] for key in ("type", "loc", "msg") if key in error}
     value = error.get("input")
-    if isinstance(value, str | int | float | bool) and len(str(value)) <= ECHO_MAX_CHARS:
+    finite = not isinstance(value, float) or math.isfinite(value)  # JSON has no Infinity
+    if isinstance(value, str | int | float | bool) and finite and len(str(value)) <= ECHO_MAX_CHARS:
         brief["input"] = value
     return brief
 

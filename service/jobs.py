@@ -7,12 +7,13 @@ otherwise (the embedded default).
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +25,7 @@ from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.results import Result
 
+from index.prototypes import PrototypeOptions
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ class ReindexRequest:
     source: Path
     format: str
     factory: str = "Flat"
+    prototypes: PrototypeOptions = field(default_factory=PrototypeOptions)
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,7 @@ class RQJobQueue:
                 "source": str(request.source),
                 "fmt": request.format,
                 "factory": request.factory,
+                "prototypes_json": json.dumps(request.prototypes.to_dict(), ensure_ascii=False),
                 "settings_json": self._settings.model_dump_json(exclude={"admin_token"}),
                 "batch_size": self._batch_size,
             },

@@ -1,5 +1,7 @@
 """Search on one snapshot: query vectors from raw vectors or stored items, the
-k / kinds checks that depend on settings, and the FAISS call off the event loop."""
+k / kinds checks that depend on settings, the FAISS call off the event loop and
+the class (prototype) matches beside the items. Building a query vector from a
+request (compose, tag) is :mod:`service.queries`."""
 
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from index.catalog import compile_filters
+from index.prototypes import ClassMatch
+from index.ranking import Ranking
 from index.snapshot import Match as SnapshotMatch
 from index.snapshot import Snapshot
 from models.encoders import l2_normalize
-from service.embedding import Embedder
 from service.errors import InvalidQueryError, ItemNotFoundError
-from service.schemas import KINDS, Match, SearchQuery
+from service.schemas import KINDS, ClassMatchOut, Match
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class SearchParams:
     k: int
     kinds: tuple[str, ...] | None = None
     filters: dict[str, Any] | None = None
+    ranking: Ranking = field(default_factory=Ranking)
+    top_classes: int = 3
 
 
 def check_params(params: SearchParams, max_k: int) -> SearchParams:
@@ -61,18 +66,6 @@ def item_query_vector(snapshot: Snapshot, item_id: str) -> np.ndarray:
     if rows.size == 0:
         raise ItemNotFoundError(item_id)
     return l2_normalize(rows.reshape(-1, rows.shape[-1]).mean(axis=0, keepdims=True))
-
-
-async def query_vector(
-    query: SearchQuery, embedder: Embedder, snapshot: Snapshot
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    """The (1, dim) query row and the item ids to leave out of the results."""
-    if query.vector is not None:
-        return raw_query_vector(query.vector, snapshot.manifest.dim), ()
-    if query.item_id is not None:
-        vector = await run_in_threadpool(item_query_vector, snapshot, query.item_id)
-        return vector, (query.item_id,)
-    return await embedder.embed([query]), ()
 
 
 FIELD_SCAN_CHUNK = 10_000
@@ -132,7 +125,12 @@ async def search(
     def run() -> list[SnapshotMatch]:
         filter_check.check(snapshot, params.filters)
         return snapshot.search(
-            vector[0], params.k, kinds=params.kinds, filters=params.filters, exclude_ids=exclude_ids
+            vector[0],
+            params.k,
+            kinds=params.kinds,
+            filters=params.filters,
+            exclude_ids=exclude_ids,
+            ranking=params.ranking,
         )
 
     found = await run_in_threadpool(run)
@@ -143,7 +141,22 @@ async def search(
             rank=match.rank,
             kind=match.kind,
             label=match.label,
+            class_name=match.class_name,
+            item_score=match.item_score,
+            class_score=match.class_score,
             metadata=match.metadata,
         )
         for match in found
     ]
+
+
+def class_matches(snapshot: Snapshot, vector: np.ndarray, n: int) -> list[ClassMatchOut]:
+    """The n best class prototypes for a (1, dim) query (one small matrix product)."""
+    return [class_match_out(match) for match in snapshot.match_classes(vector[0], n)]
+
+
+def class_match_out(match: ClassMatch) -> ClassMatchOut:
+    info = match.info
+    return ClassMatchOut(
+        name=info.name, score=match.score, members=info.members, zero_shot=info.zero_shot
+    )

@@ -12,6 +12,7 @@ directory reuse. Progress and the outcome go to ``job.meta``.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from rq.job import Job
 
 from index.build import build_snapshot
 from index.manifest import Manifest
+from index.prototypes import PrototypeOptions
 from models.datasets import open_dataset
 from models.encoders import Encoder
 from models.registry import load_encoder
@@ -75,6 +77,7 @@ def build_and_publish(
         source=str(request.source),
         fmt=request.format,
         max_image_pixels=settings.max_image_pixels,
+        prototypes=request.prototypes,
     )
     if settings.redis_url:
         announce_snapshot(settings.redis_url, manifest.version)
@@ -115,10 +118,12 @@ def reindex_job(
     factory: str,
     settings_json: str,
     batch_size: int = REINDEX_BATCH_SIZE,
+    prototypes_json: str | None = None,
 ) -> str:
     """RQ entry point: run one re-index attempt and record its outcome in job.meta."""
     settings = Settings.model_validate_json(settings_json)
-    request = ReindexRequest(source=Path(source), format=fmt, factory=factory)
+    prototypes = PrototypeOptions.from_dict(json.loads(prototypes_json or "{}"))
+    request = ReindexRequest(Path(source), fmt, factory, prototypes)
     job = get_current_job()
     if job is None:  # called directly, outside a worker
         return build_and_publish(request, settings, batch_size=batch_size).version

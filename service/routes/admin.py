@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
+from index.prototypes import PrototypeOptions
 from models.datasets import FORMATS
 from service.deps import AdminDep, JobQueueDep
 from service.errors import InvalidQueryError, InvalidSourceError, JobNotFoundError
@@ -26,7 +27,19 @@ def _checked_request(body: ReindexIn) -> ReindexRequest:
     source = Path(body.source)
     if not source.exists():
         raise InvalidSourceError(f"source {body.source!r} does not exist on the server")
-    return ReindexRequest(source=source, format=body.format, factory=body.factory)
+    return ReindexRequest(source, body.format, body.factory, _prototype_options(body))
+
+
+def _prototype_options(body: ReindexIn) -> PrototypeOptions:
+    """PrototypeOptionsError (422) for a malformed class field or zero-shot class name."""
+    extra = body.zero_shot_classes or {}
+    return PrototypeOptions(
+        class_field=body.class_field,
+        shots=body.shots,
+        seed=body.seed,
+        text_weight=body.text_weight,
+        zero_shot_classes=dict.fromkeys(extra) if isinstance(extra, list) else dict(extra),
+    )
 
 
 def _job_out(job: JobStatus) -> JobOut:

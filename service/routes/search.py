@@ -1,4 +1,5 @@
-"""POST /search and /search/image: ranked item matches on the live snapshot."""
+"""POST /search and /search/image: ranked item matches and class (prototype) matches
+on the live snapshot."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 
+from index.ranking import DEFAULT_CLASS_WEIGHT, Ranking, RankMode
 from index.snapshot import Snapshot
 from service.deps import EmbedderDep, SnapshotDep, StateDep
 from service.limits import read_upload
-from service.schemas import SearchRequest, SearchResponse, error_responses
-from service.searching import SearchParams, check_params, parse_kinds, query_vector, search
+from service.queries import query_vector
+from service.schemas import RANK_DESCRIPTION, SearchRequest, SearchResponse, error_responses
+from service.searching import SearchParams, check_params, class_matches, parse_kinds, search
 from service.state import AppState
 
 router = APIRouter(prefix="/search", tags=["search"])
@@ -31,6 +34,7 @@ async def _respond(
     matches = await search(snapshot, vector, params, state.filter_check, exclude_ids)
     return SearchResponse(
         matches=matches,
+        classes=class_matches(snapshot, vector, params.top_classes),
         index_version=snapshot.manifest.version,
         took_ms=round((time.perf_counter() - started) * 1000, 3),
     )
@@ -38,7 +42,7 @@ async def _respond(
 
 @router.post(
     "",
-    summary="Search by text, base64 image, recipe, raw vector or an existing item",
+    summary="Search by text, base64 image, recipe, vector, item, class tag or a composition",
     response_model=SearchResponse,
     responses=SEARCH_ERRORS,
 )
@@ -47,8 +51,12 @@ async def search_json(
 ) -> SearchResponse:
     started = time.perf_counter()
     kinds = tuple(body.kinds) if body.kinds is not None else None
-    params = check_params(SearchParams(body.k, kinds, body.filter), state.settings.max_k)
-    vector, exclude_ids = await query_vector(body.query, embedder, snapshot)
+    ranking = Ranking(body.rank, body.class_weight)
+    params = check_params(
+        SearchParams(body.k, kinds, body.filter, ranking, body.top_classes), state.settings.max_k
+    )
+    max_terms = state.settings.max_inputs
+    vector, exclude_ids = await query_vector(body.query, embedder, snapshot, max_terms)
     return await _respond(state, snapshot, vector, params, started, exclude_ids)
 
 
@@ -67,9 +75,17 @@ async def search_image(
     kinds: Annotated[
         str | None, Form(description="Comma-separated row kinds, e.g. 'image,recipe'")
     ] = None,
+    rank: Annotated[RankMode, Form(description=RANK_DESCRIPTION)] = "item",
+    class_weight: Annotated[
+        float, Form(ge=0.0, le=1.0, description="a in the hybrid formula")
+    ] = DEFAULT_CLASS_WEIGHT,
+    top_classes: Annotated[int, Form(ge=0, le=100, description="Class matches to return")] = 3,
 ) -> SearchResponse:
     started = time.perf_counter()
-    params = check_params(SearchParams(k, parse_kinds(kinds)), state.settings.max_k)
+    ranking = Ranking(rank, class_weight)
+    params = check_params(
+        SearchParams(k, parse_kinds(kinds), None, ranking, top_classes), state.settings.max_k
+    )
     data = await read_upload(file, embedder.max_upload_bytes)
     vector = await embedder.embed_image_bytes(data)
     return await _respond(state, snapshot, vector, params, started)

@@ -48,7 +48,8 @@ def test_round_trip_manifest_and_files(built, snap, encoder):
     index_dir, manifest, records = built
     assert read_current(index_dir) == manifest.version == snap.version
     assert sorted(p.name for p in (index_dir / manifest.version).iterdir()) == [
-        "catalog.sqlite", "index.faiss", "manifest.json", "vectors.npy",
+        "catalog.sqlite", "classes.json", "index.faiss", "manifest.json", "prototypes.npy",
+        "row_classes.npy", "vectors.npy",
     ]  # fmt: skip
     on_disk = json.loads((index_dir / manifest.version / "manifest.json").read_text())
     assert on_disk["model_fingerprint"] == encoder.fingerprint

@@ -12,10 +12,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from index.build import build_snapshot
+from index.prototypes import PrototypeOptions
 from models.datasets import open_dataset
 from models.encoders import Encoder
+from models.types import CatalogRecord
 from service.app import create_app
 from service.tasks import encoder_for
+from tests.index.sample_records import make_records
+from tests.index.tiny_encoder import TinyEncoder
 from tests.service.helpers import make_settings
 
 
@@ -47,4 +51,38 @@ def index_dir(
 @pytest.fixture(scope="module")
 def client(index_dir: Path, encoder: Encoder) -> Iterator[TestClient]:
     with TestClient(create_app(make_settings(index_dir), encoder=encoder)) as test_client:
+        yield test_client
+
+
+# A small synthetic catalog served with the tiny random-projection encoder: fast, and
+# its classes / metadata are known exactly (prototypes, tags, compose, filters tests).
+TINY_ZERO_SHOT = {"tteokbokki": "spicy rice cakes"}
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder() -> TinyEncoder:
+    return TinyEncoder(dim=32, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_records(tmp_path_factory: pytest.TempPathFactory) -> list[CatalogRecord]:
+    return make_records(tmp_path_factory.mktemp("tiny-images"), 60)
+
+
+@pytest.fixture(scope="session")
+def tiny_index_dir(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_records: list[CatalogRecord],
+    tiny_encoder: TinyEncoder,
+) -> Path:
+    path = tmp_path_factory.mktemp("tiny-index")
+    options = PrototypeOptions(zero_shot_classes=TINY_ZERO_SHOT)
+    build_snapshot(tiny_records, tiny_encoder, path, prototypes=options)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_client(tiny_index_dir: Path, tiny_encoder: TinyEncoder) -> Iterator[TestClient]:
+    app = create_app(make_settings(tiny_index_dir), encoder=tiny_encoder)
+    with TestClient(app) as test_client:
         yield test_client

@@ -1,0 +1,380 @@
+"""Prototypical-network math (Snell et al., 2017): class prototypes and nearest-prototype
+classification, few-shot and zero-shot.
+
+A class's prototype is the L2-normalised mean of K support vectors drawn with a
+seed (all members when K is None). A zero-shot prototype is the embedded class
+name: ``"apple_pie"`` becomes the text ``"apple pie"`` (plus an optional
+description). Vectors are rows of the joint space, so cosine = inner product.
+
+The support draw is a seeded permutation per class (seeded by the seed and the
+class name, not by the class's position), so adding a class never changes
+another class's draw, and the index's prototype tables draw the same members as
+:func:`class_prototypes` does.
+
+No FastAPI, Redis or index here: :func:`evaluate_prototypes` only needs an
+:class:`~models.encoders.base.Encoder` and a food101-format folder
+(:func:`evaluate_prototype_records` the records read from one), and
+:func:`prototype_top1` only vectors and labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.datasets import Food101Dataset
+from models.encoders.base import Encoder, l2_normalize
+from models.images import InvalidImageError, load_image
+from models.types import CatalogRecord
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SHOTS = (1, 5, 20)
+TOP_KS = (1, 5)
+
+
+# --------------------------------------------------------------------------- prototypes
+
+
+def class_text(name: str, description: str | None = None) -> str:
+    """What a class name says as text: ``"apple_pie"`` -> ``"apple pie"``."""
+    text = " ".join(name.replace("_", " ").split())
+    if description and description.strip():
+        text = f"{text}: {description.strip()}"
+    return text
+
+
+def support_order(n_members: int, seed: int, class_name: str) -> np.ndarray:
+    """The seeded order in which a class's members are drawn; support = the first K."""
+    rng = np.random.default_rng([seed, zlib.crc32(class_name.encode("utf-8"))])
+    return rng.permutation(n_members)
+
+
+def support_indices(n_members: int, k: int | None, seed: int, class_name: str) -> np.ndarray:
+    """Sorted member positions of a class's K-shot support (all of them when K is None)."""
+    if k is not None and k < 1:
+        raise ValueError(f"the number of support vectors K must be positive, got {k}")
+    if k is None or k >= n_members:
+        return np.arange(n_members)
+    return np.sort(support_order(n_members, seed, class_name)[:k])
+
+
+def class_prototypes(
+    vectors: np.ndarray, labels: Sequence[str], k: int | None = None, seed: int = 0
+) -> tuple[list[str], np.ndarray]:
+    """(sorted class names, (C, dim) prototypes): normalised mean of each class's K support.
+
+    ``labels[i]`` is the class of ``vectors[i]``; K None (default) means all members.
+    """
+    matrix = np.asarray(vectors, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[0] != len(labels):
+        raise ValueError(f"expected one label per vector row, got {len(labels)} for {matrix.shape}")
+    label_array = np.asarray(labels, dtype=object)
+    classes = sorted(set(label_array.tolist()))
+    prototypes = np.zeros((len(classes), matrix.shape[1]), dtype=np.float32)
+    for c, name in enumerate(classes):
+        members = np.flatnonzero(label_array == name)
+        support = members[support_indices(members.size, k, seed, name)]
+        prototypes[c] = matrix[support].mean(axis=0)
+    return classes, l2_normalize(prototypes)
+
+
+def mix_with_text(shot: np.ndarray, text: np.ndarray, text_weight: float) -> np.ndarray:
+    """normalise((1 - w) * shot + w * text): a class described by examples and by its name."""
+    if not 0.0 <= text_weight <= 1.0:
+        raise ValueError(f"the text weight must be in [0, 1], got {text_weight}")
+    return l2_normalize((1.0 - text_weight) * shot + text_weight * text)
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def topk_accuracy(scores: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """Fraction of rows whose true column (``truth``; -1 = none) is among the k best.
+
+    Ties count in the row's favour: only strictly better classes push it down.
+    """
+    if scores.shape[0] == 0:
+        return 0.0
+    known = truth >= 0
+    true_scores = np.where(known, scores[np.arange(len(truth)), np.maximum(truth, 0)], np.inf)
+    better = (scores > true_scores[:, None]).sum(axis=1)
+    return float(np.mean(known & (better < k)))
+
+
+def _own_class_scores(
+    queries: np.ndarray, own_sums: np.ndarray, own_counts: np.ndarray
+) -> np.ndarray:
+    """Each query against its own class's prototype built without it (-inf when empty)."""
+    norms = np.linalg.norm(own_sums, axis=1)
+    dots = np.einsum("nd,nd->n", queries, own_sums)
+    usable = (own_counts > 0) & (norms > 0)
+    return np.where(usable, dots / np.where(usable, norms, 1.0), -np.inf)
+
+
+def prototype_top1(vectors: np.ndarray, labels: Sequence[str]) -> float:
+    """Leave-one-out nearest-prototype top-1 (all members as support).
+
+    Each vector is classified against its own class's prototype without itself, so
+    a class with one member cannot be predicted for that member (counted wrong).
+    Used by the kfood evaluation for cuisine top-1.
+    """
+    return leave_one_out_scores(vectors, labels, ks=(1,))[1]
+
+
+def leave_one_out_scores(
+    vectors: np.ndarray, labels: Sequence[str], ks: Sequence[int] = TOP_KS
+) -> dict[int, float]:
+    """Top-k accuracies of leave-one-out nearest-prototype classification (K = all)."""
+    matrix = np.asarray(vectors, dtype=np.float32)
+    classes, truth = _class_index(labels)
+    sums, counts = _class_sums(matrix, truth, len(classes))
+    scores = matrix @ l2_normalize(sums).T
+    scores[np.arange(len(truth)), truth] = _own_class_scores(
+        matrix, sums[truth] - matrix, counts[truth] - 1
+    )
+    return {k: topk_accuracy(scores, truth, k) for k in ks}
+
+
+def _class_index(labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    classes = sorted(set(labels))
+    position = {name: i for i, name in enumerate(classes)}
+    return classes, np.array([position[label] for label in labels], dtype=np.int64)
+
+
+def _class_sums(matrix: np.ndarray, truth: np.ndarray, n_classes: int) -> tuple[np.ndarray, ...]:
+    sums = np.zeros((n_classes, matrix.shape[1]), dtype=np.float64)
+    np.add.at(sums, truth, matrix)
+    return sums.astype(np.float32), np.bincount(truth, minlength=n_classes)
+
+
+# --------------------------------------------------------------------------- K-shot episodes
+
+
+class _LabelledVectors:
+    """Encoded images with their class positions (in ``classes``; -1 = not among them)."""
+
+    def __init__(self, vectors: np.ndarray, labels: Sequence[str], classes: Sequence[str]) -> None:
+        position = {name: i for i, name in enumerate(classes)}
+        self.vectors = np.asarray(vectors, dtype=np.float32)
+        self.truth = np.array([position.get(label, -1) for label in labels], dtype=np.int64)
+        self.classes = list(classes)
+
+    def members(self, c: int) -> np.ndarray:
+        return np.flatnonzero(self.truth == c)
+
+
+def _k_shot_scores(
+    queries: _LabelledVectors, support: _LabelledVectors, k: int | None, seed: int, same: bool
+) -> np.ndarray:
+    """(n_queries, C) cosine scores against K-shot prototypes drawn with ``seed``.
+
+    When queries and support are the same images, a query drawn into its own
+    class's support is replaced there by the next member of the draw, so it is
+    never its own example and the support keeps K members where the class can.
+    """
+    n_classes = len(support.classes)
+    sums = np.zeros((n_classes, support.vectors.shape[1]), dtype=np.float32)
+    own_sums = np.zeros_like(queries.vectors)
+    own_counts = np.zeros(len(queries.truth), dtype=np.int64)
+    for c, name in enumerate(support.classes):
+        members = support.members(c)
+        order = members[support_order(members.size, seed, name)]
+        chosen = order if k is None else order[:k]
+        sums[c] = support.vectors[chosen].sum(axis=0)
+        if same:
+            _leave_out_own(queries, c, order, chosen.size, sums[c], own_sums, own_counts)
+    scores = queries.vectors @ l2_normalize(sums).T
+    if same:
+        rows = np.flatnonzero(queries.truth >= 0)
+        scores[rows, queries.truth[rows]] = _own_class_scores(
+            queries.vectors[rows], own_sums[rows], own_counts[rows]
+        )
+    return scores
+
+
+def _leave_out_own(
+    queries: _LabelledVectors,
+    c: int,
+    order: np.ndarray,
+    n_chosen: int,
+    class_sum: np.ndarray,
+    own_sums: np.ndarray,
+    own_counts: np.ndarray,
+) -> None:
+    """Fill the own-class support sums of class c's queries (see :func:`_k_shot_scores`)."""
+    members = order  # same images: support members are query rows too
+    own_sums[members] = class_sum
+    own_counts[members] = n_chosen
+    drawn = order[:n_chosen]
+    if n_chosen < order.size:  # the next member stands in for a drawn query
+        own_sums[drawn] += queries.vectors[order[n_chosen]]
+    else:
+        own_counts[drawn] -= 1
+    own_sums[drawn] -= queries.vectors[drawn]
+
+
+def k_shot_accuracy(
+    vectors: np.ndarray,
+    labels: Sequence[str],
+    k: int | None,
+    *,
+    seeds: int = 5,
+    support: tuple[np.ndarray, Sequence[str]] | None = None,
+) -> dict[str, float]:
+    """Nearest-prototype top-1 / top-5 of ``vectors`` with K-shot prototypes (K None: all).
+
+    ``support`` is another (vectors, labels) set to draw from; None draws from
+    ``vectors`` themselves, leaving each query out of its own class's support.
+    Averaged over ``seeds`` draws (seeds 0 .. seeds - 1; one draw for K = all).
+    """
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    support_vectors, support_labels = support if support is not None else (vectors, labels)
+    classes = sorted(set(support_labels))
+    queries = _LabelledVectors(vectors, labels, classes)
+    support_set = _LabelledVectors(support_vectors, support_labels, classes)
+    return _k_shot_accuracy(queries, support_set, k, seeds, same=support is None)
+
+
+def _k_shot_accuracy(
+    queries: _LabelledVectors,
+    support: _LabelledVectors,
+    k: int | None,
+    seeds: int,
+    same: bool,
+) -> dict[str, float]:
+    draws = 1 if k is None else seeds
+    totals = dict.fromkeys(TOP_KS, 0.0)
+    for seed in range(draws):
+        scores = _k_shot_scores(queries, support, k, seed, same)
+        for top in TOP_KS:
+            totals[top] += topk_accuracy(scores, queries.truth, top)
+    return {f"top{top}": totals[top] / draws for top in TOP_KS}
+
+
+# --------------------------------------------------------------------------- food101 evaluation
+
+
+def encode_record_images(
+    encoder: Encoder, records: Iterable[CatalogRecord], batch_size: int = 32
+) -> tuple[np.ndarray, list[str]]:
+    """(vectors, labels) of the labelled records' images; unreadable images are logged
+    and left out, records without an image or a label are skipped."""
+    vectors: list[np.ndarray] = []
+    labels: list[str] = []
+    batch: list[tuple[Path, str]] = []
+    for record in records:
+        if record.image_path is not None and record.label is not None:
+            batch.append((record.image_path, record.label))
+        if len(batch) == batch_size:
+            _encode_batch(encoder, batch, vectors, labels)
+            batch = []
+    _encode_batch(encoder, batch, vectors, labels)
+    stacked = np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32)
+    return stacked, labels
+
+
+def _encode_batch(
+    encoder: Encoder, batch: list[tuple[Path, str]], vectors: list[np.ndarray], labels: list[str]
+) -> None:
+    images, kept = [], []
+    for path, label in batch:
+        try:
+            images.append(load_image(path))
+        except InvalidImageError as exc:
+            logger.warning("left out of the evaluation: %s", exc)
+            continue
+        kept.append(label)
+    if images:
+        vectors.append(l2_normalize(encoder.encode_images(images)))
+        labels.extend(kept)
+
+
+def zero_shot_accuracy(
+    encoder: Encoder,
+    queries: np.ndarray,
+    labels: Sequence[str],
+    classes: Sequence[str],
+    descriptions: Mapping[str, str] | None = None,
+) -> dict[str, float]:
+    """Top-1 / top-5 of classifying by the embedded class names alone."""
+    descriptions = descriptions or {}
+    texts = [class_text(name, descriptions.get(name)) for name in classes]
+    prototypes = l2_normalize(encoder.encode_texts(texts))
+    labelled = _LabelledVectors(queries, labels, classes)
+    scores = labelled.vectors @ prototypes.T
+    return {f"top{k}": topk_accuracy(scores, labelled.truth, k) for k in TOP_KS}
+
+
+def evaluate_prototype_records(
+    encoder: Encoder,
+    records: Sequence[CatalogRecord],
+    support: Sequence[CatalogRecord] | None = None,
+    *,
+    classes: Sequence[str] | None = None,
+    shots: Sequence[int] = DEFAULT_SHOTS,
+    seeds: int = 5,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Classify every labelled image of ``records`` by its nearest prototype.
+
+    Prototypes come from ``support`` (default: ``records`` themselves, each image
+    then left out of its own class's support) with K in ``shots`` (averaged over
+    ``seeds`` seeded draws) and K = all; zero-shot prototypes are the embedded
+    names of ``classes`` (default: the records' labels). Returns fractions in [0, 1]::
+
+        {"dataset": "food101", "n": N, "n_classes": C, "seeds": S,
+         "zero_shot": {"top1", "top5"},
+         "k_shot": {"1": {"top1", "top5"}, "5": {...}, "20": {...}, "all": {...}}}
+    """
+    vectors, labels = encode_record_images(encoder, records, batch_size)
+    other = None
+    if support is not None and support is not records:
+        other = encode_record_images(encoder, support, batch_size)
+    k_shot = {
+        str(k): k_shot_accuracy(vectors, labels, k, seeds=seeds, support=other)
+        for k in sorted(set(shots))
+    }
+    k_shot["all"] = k_shot_accuracy(vectors, labels, None, seeds=seeds, support=other)
+    zero_shot_classes = list(classes) if classes is not None else sorted(set(labels))
+    return {
+        "dataset": "food101",
+        "n": len(labels),
+        "n_classes": len(zero_shot_classes),
+        "seeds": seeds,
+        "zero_shot": zero_shot_accuracy(encoder, vectors, labels, zero_shot_classes),
+        "k_shot": k_shot,
+    }
+
+
+def evaluate_prototypes(
+    encoder: Encoder,
+    data_dir: Path | str,
+    support_dir: Path | str | None = None,
+    shots: Sequence[int] = DEFAULT_SHOTS,
+    seeds: int = 5,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """:func:`evaluate_prototype_records` on a food101-format folder (``labels.tsv``,
+    ``classes.txt``): its images are the queries and, unless ``support_dir`` names
+    another folder, the support; zero-shot uses the names in its classes.txt."""
+    dataset = Food101Dataset(Path(data_dir).expanduser().absolute())
+    records = list(dataset)
+    support = None
+    if support_dir is not None and Path(support_dir).resolve() != Path(data_dir).resolve():
+        support = list(Food101Dataset(Path(support_dir).expanduser().absolute()))
+    return evaluate_prototype_records(
+        encoder,
+        records,
+        support,
+        classes=dataset.classes,
+        shots=shots,
+        seeds=seeds,
+        batch_size=batch_size,
+    )

@@ -1,0 +1,211 @@
+"""Prototype math: support draws, leave-one-out, K-shot against a brute-force oracle,
+zero-shot from class names, and the food101 evaluation end to end."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.encoders.base import l2_normalize
+from models.prototypes import (
+    class_prototypes,
+    class_text,
+    evaluate_prototypes,
+    k_shot_accuracy,
+    prototype_top1,
+    support_order,
+    topk_accuracy,
+)
+from models.types import Recipe
+
+COLOURS = {"red": 0, "green": 1, "blue": 2}
+
+
+class ColourEncoder:
+    """Images and texts share one 4-d space: the RGB means of an image, and for a text
+    the colour words it contains. So a class named ``red_apple`` is found zero-shot."""
+
+    def __init__(self) -> None:
+        self.texts_seen: list[str] = []
+
+    dim = 4
+    fingerprint = "colour"
+    device = "cpu"
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        means = [np.asarray(img, np.float32).reshape(-1, 3).mean(axis=0) for img in images]
+        return l2_normalize(np.array([[*m, 10.0] for m in means], np.float32))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts_seen += texts
+        rows = np.full((len(texts), 4), 0.05, np.float32)
+        for row, text in enumerate(texts):
+            for word, axis in COLOURS.items():
+                rows[row, axis] += float(word in text.split())
+        return l2_normalize(rows)
+
+    def encode_recipes(self, recipes: Sequence[Recipe]) -> np.ndarray:
+        return self.encode_texts([r.as_text() for r in recipes])
+
+
+def write_food101(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
+    """A food101-format folder whose class ``<colour>_<dish>`` photos lean to that colour."""
+    rng = np.random.default_rng(seed)
+    lines = ["image\tlabel"]
+    for name, count in per_class.items():
+        axis = COLOURS[name.split("_")[0]]
+        (root / "images" / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            pixels = rng.integers(0, 120, (8, 8, 3)).astype(np.uint8)
+            pixels[..., axis] = rng.integers(160, 256, (8, 8))
+            Image.fromarray(pixels).save(root / "images" / name / f"{i}.png")
+            lines.append(f"images/{name}/{i}.png\t{name}")
+    (root / "labels.tsv").write_text("\n".join(lines) + "\n")
+    (root / "classes.txt").write_text("\n".join(per_class) + "\n")
+    return root
+
+
+# --------------------------------------------------------------------------- prototypes
+
+
+def test_prototype_is_the_normalised_mean_of_all_members_by_default() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((9, 6)).astype(np.float32)
+    labels = ["b", "a", "b", "a", "c", "b", "a", "a", "c"]
+
+    classes, prototypes = class_prototypes(vectors, labels)
+
+    assert classes == ["a", "b", "c"]
+    for name, prototype in zip(classes, prototypes, strict=True):
+        members = vectors[[i for i, label in enumerate(labels) if label == name]]
+        expected = members.mean(axis=0) / np.linalg.norm(members.mean(axis=0))
+        np.testing.assert_allclose(prototype, expected, atol=1e-6)
+
+
+def test_k_shot_prototype_is_the_mean_of_exactly_one_seeded_k_subset() -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((6, 5)).astype(np.float32)
+    labels = ["a"] * 6
+
+    _, (prototype,) = class_prototypes(vectors, labels, k=2, seed=7)
+
+    subset_means = [l2_normalize(vectors[list(s)].mean(axis=0, keepdims=True))[0] for s in
+                    itertools.combinations(range(6), 2)]  # fmt: skip
+    matching = [m for m in subset_means if np.allclose(m, prototype, atol=1e-6)]
+    assert len(matching) == 1
+    again = class_prototypes(vectors, labels, k=2, seed=7)[1][0]
+    np.testing.assert_array_equal(again, prototype)
+    others = {tuple(np.round(class_prototypes(vectors, labels, k=2, seed=s)[1][0], 5))
+              for s in range(8)}  # fmt: skip
+    assert len(others) > 1  # the seed decides the support
+
+
+def test_k_larger_than_the_class_takes_every_member() -> None:
+    vectors = np.eye(3, dtype=np.float32)
+    np.testing.assert_allclose(
+        class_prototypes(vectors, ["a"] * 3, k=10)[1], class_prototypes(vectors, ["a"] * 3)[1]
+    )
+
+
+def test_class_text_spells_out_the_name() -> None:
+    assert class_text("apple_pie") == "apple pie"
+    assert class_text("떡볶이", " 매콤한 떡 ") == "떡볶이: 매콤한 떡"
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def test_prototype_top1_leaves_each_vector_out_of_its_own_class() -> None:
+    vectors = np.array([[1, 0], [1, 0], [0, 1]], np.float32)
+    # Without leaving out, "b"'s only member would be its own prototype (top-1 = 1.0).
+    assert prototype_top1(vectors, ["a", "a", "b"]) == pytest.approx(2 / 3)
+
+
+def test_topk_accuracy_counts_the_true_class_among_the_k_best() -> None:
+    scores = np.array([[0.9, 0.5, 0.1], [0.2, 0.3, 0.8], [0.5, 0.4, 0.6]])
+    truth = np.array([0, 0, -1])
+    assert topk_accuracy(scores, truth, 1) == pytest.approx(1 / 3)
+    assert topk_accuracy(scores, truth, 3) == pytest.approx(2 / 3)  # -1 never counts
+
+
+def brute_force_top1(vectors: np.ndarray, labels: list[str], k: int | None, seed: int) -> float:
+    """The oracle: per query, every class's support drawn by hand, the query left out."""
+    classes = sorted(set(labels))
+    hits = 0
+    for i, vector in enumerate(vectors):
+        scores = []
+        for name in classes:
+            members = [j for j, label in enumerate(labels) if label == name]
+            order = [members[t] for t in support_order(len(members), seed, name)]
+            candidates = [j for j in order if j != i]
+            support = candidates if k is None else candidates[:k]
+            mean = vectors[support].mean(axis=0) if support else None
+            scores.append(-np.inf if mean is None else mean @ vector / np.linalg.norm(mean))
+        hits += classes[int(np.argmax(scores))] == labels[i]
+    return hits / len(labels)
+
+
+@pytest.mark.parametrize("k", [1, 3, None])
+def test_k_shot_accuracy_matches_the_brute_force_oracle(k: int | None) -> None:
+    rng = np.random.default_rng(3)
+    labels = [str(c) for c in rng.integers(0, 4, 40)]
+    centres = rng.standard_normal((4, 8))
+    vectors = l2_normalize(centres[[int(c) for c in labels]] + rng.standard_normal((40, 8)))
+
+    got = k_shot_accuracy(vectors, labels, k, seeds=3)["top1"]
+
+    seeds = 1 if k is None else 3
+    expected = np.mean([brute_force_top1(vectors, labels, k, s) for s in range(seeds)])
+    assert got == pytest.approx(expected)
+
+
+def test_separate_support_set_is_not_left_out() -> None:
+    support = (np.array([[1, 0], [0, 1]], np.float32), ["a", "b"])
+    queries = np.array([[1, 0], [0.1, 1]], np.float32)
+
+    accuracy = k_shot_accuracy(queries, ["a", "b"], 1, seeds=2, support=support)
+
+    assert accuracy == {"top1": 1.0, "top5": 1.0}
+
+
+# --------------------------------------------------------------------------- food101 evaluation
+
+
+def test_evaluate_prototypes_on_a_food101_folder(tmp_path: Path) -> None:
+    data = write_food101(tmp_path / "food", {"red_apple": 6, "green_salad": 5, "blue_cheese": 4})
+    encoder = ColourEncoder()
+
+    result = evaluate_prototypes(encoder, data, shots=(1, 5, 20), seeds=5)
+
+    assert result["dataset"] == "food101" and result["n"] == 15 and result["n_classes"] == 3
+    assert set(result["k_shot"]) == {"1", "5", "20", "all"}
+    assert result["zero_shot"] == {"top1": 1.0, "top5": 1.0}  # found from the names alone
+    assert {"red apple", "green salad", "blue cheese"} <= set(encoder.texts_seen)
+    for figures in result["k_shot"].values():
+        assert set(figures) == {"top1", "top5"}
+        assert figures["top1"] == 1.0  # well-separated colours
+
+
+def test_a_query_is_never_its_own_support(tmp_path: Path) -> None:
+    # One blue image: once it is left out, its class has no support and it must miss.
+    data = write_food101(tmp_path / "food", {"red_apple": 4, "blue_cheese": 1})
+
+    result = evaluate_prototypes(ColourEncoder(), data, shots=(1,), seeds=2)
+
+    assert result["k_shot"]["1"]["top1"] == pytest.approx(4 / 5)
+    assert result["k_shot"]["all"]["top1"] == pytest.approx(4 / 5)
+
+
+def test_support_dir_supplies_the_prototypes(tmp_path: Path) -> None:
+    data = write_food101(tmp_path / "query", {"red_apple": 3, "blue_cheese": 3}, seed=1)
+    support = write_food101(tmp_path / "support", {"red_apple": 2, "blue_cheese": 1}, seed=2)
+
+    result = evaluate_prototypes(ColourEncoder(), data, support_dir=support, shots=(1,), seeds=2)
+
+    assert result["n"] == 6
+    assert result["k_shot"]["1"]["top1"] == 1.0  # the blue query keeps its (other) support
