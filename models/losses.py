@@ -74,6 +74,34 @@ def info_nce(
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
 
 
+def grouped_info_nce(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    groups: torch.Tensor,
+    temperature: torch.Tensor | float,
+    metric: Metric = "cosine",
+) -> torch.Tensor:
+    """Symmetric InfoNCE where rows of one group are all positives of each other.
+
+    Row i of ``a`` matches every row j of ``b`` with ``groups[j] == groups[i]``
+    (its own pair included); the loss is ``-log`` of the softmax mass on those.
+    Used when several items share a text (food101 class names, repeated dish
+    titles), so that they are not pushed apart as false negatives. With all
+    groups distinct this equals :func:`info_nce`.
+    """
+    _check_paired(a, b)
+    if groups.shape != (a.shape[0],):
+        raise ValueError(f"groups must be ({a.shape[0]},), got {tuple(groups.shape)}")
+    logits = pairwise_similarity(a, b, metric) / temperature
+    positive = groups[:, None] == groups[None, :]
+
+    def direction(lg: torch.Tensor) -> torch.Tensor:
+        on_positives = lg.masked_fill(~positive, float("-inf")).logsumexp(dim=1)
+        return (lg.logsumexp(dim=1) - on_positives).mean()
+
+    return 0.5 * (direction(logits) + direction(logits.T))
+
+
 def nt_xent(
     view_a: torch.Tensor,
     view_b: torch.Tensor,

@@ -99,14 +99,37 @@ def index_command(
     factory: Annotated[str, typer.Option(help="FAISS index factory string")] = "Flat",
     batch_size: Annotated[int, typer.Option(help="Items encoded per batch")] = 32,
     model: ModelOption = None,
+    class_field: Annotated[
+        str | None, typer.Option(help="Metadata field naming classes [default: item labels]")
+    ] = None,
+    shots: Annotated[
+        int | None, typer.Option(help="K support items per class prototype [default: all]")
+    ] = None,
+    prototype_seed: Annotated[int, typer.Option(help="Seed of the K-shot support draw")] = 0,
+    text_weight: Annotated[
+        float, typer.Option(help="Weight of the embedded class name in member prototypes")
+    ] = 0.0,
+    zero_shot_classes: Annotated[
+        Path | None,
+        typer.Option(help="Extra zero-shot classes: JSON list / {name: description}, or lines"),
+    ] = None,
 ) -> None:
     """Build a snapshot of SOURCE and make it live."""
-    from service.commands.indexing import index_catalog
+    from service.commands.indexing import index_catalog, prototype_options
 
     settings = load_settings(index_dir=index_dir, model=model)
+    prototypes = prototype_options(
+        class_field, shots, prototype_seed, text_weight, zero_shot_classes
+    )
     with progress_bar("indexing") as report:
         manifest = index_catalog(
-            source, fmt, settings, factory=factory, batch_size=batch_size, progress=report
+            source,
+            fmt,
+            settings,
+            factory=factory,
+            batch_size=batch_size,
+            progress=report,
+            prototypes=prototypes,
         )
     print_manifest(manifest)
 
@@ -128,6 +151,146 @@ def search(
     kind_list = [kind.strip() for kind in kinds.split(",") if kind.strip()] if kinds else None
     result = search_snapshot(settings, text=text, image=image, k=k, kinds=kind_list)
     print(search_json(result) if as_json else search_table(result))
+
+
+@app.command()
+def train(
+    dataset: Annotated[
+        list[str], typer.Option("--dataset", help="kfood, food101, flickr or synthetic; repeatable")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write")],
+    data_dir: Annotated[
+        list[Path] | None, typer.Option("--data-dir", help="Folder of each --dataset, in order")
+    ] = None,
+    base: Annotated[
+        str, typer.Option(help="Frozen towers: offline or openclip:ARCH[:PRETRAINED]")
+    ] = "offline",
+    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping on validation)")] = 60,
+    batch_size: Annotated[int, typer.Option(help="Pairs per batch")] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle)")] = 1e-3,
+    val_fraction: Annotated[float, typer.Option(help="Held-out share of each dataset")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of split, augmentation and init")] = 0,
+    metric: Annotated[str, typer.Option(help="cosine or euclidean")] = "cosine",
+    triplet_weight: Annotated[
+        float, typer.Option(help="VSE++ hardest-negative triplet loss weight")
+    ] = 0.0,
+    semantic_weight: Annotated[float, typer.Option(help="Semantic regularisation weight")] = 0.05,
+    fusion_weight: Annotated[float, typer.Option(help="Fusion loss weight")] = 0.25,
+    views: Annotated[int, typer.Option(help="Cached image views (1 = no augmentation)")] = 4,
+    dim: Annotated[int, typer.Option(help="Joint space dimension")] = 384,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Train heads, recipe encoder and fusion on frozen towers; write a bundle."""
+    from models.joint import JointConfig
+    from models.train import TrainConfig
+    from models.train_bundle import BundleRequest
+    from service.commands.learning import pair_sources, run_training
+
+    settings = load_settings()
+    configure_logging(settings)
+    try:
+        JointConfig(image_dim=1, text_dim=1, metric=metric)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise CommandInputError(f"--metric: {exc}") from exc
+    request = BundleRequest(
+        sources=pair_sources(dataset, data_dir or []),
+        out_dir=out,
+        base=base,
+        val_fraction=val_fraction,
+        views=views,
+        dim=dim,
+        cache_dir=settings.cache_dir,
+        device=device,
+        metric=metric,
+    )
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        triplet_weight=triplet_weight,
+        semantic_weight=semantic_weight,
+        fusion_weight=fusion_weight,
+    )
+    with progress_bar("tower features") as report, epoch_bar(epochs) as on_epoch:
+        result = run_training(request, config, report, on_epoch)
+    print(f"wrote bundle {out} (best epoch {result.best_epoch} of {result.epochs_run})")
+    for direction, figures in result.validation.items():
+        print(f"  val {direction:<16} " + "  ".join(f"{k} {v:.3f}" for k, v in figures.items()))
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[
+        str, typer.Option("--model", help="offline, an encoder spec or a bundle path")
+    ],
+    dataset: Annotated[str, typer.Option("--dataset", help="kfood, flickr or food101")],
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="The evaluation set")],
+    support_dir: Annotated[
+        Path | None, typer.Option("--support-dir", help="food101: prototype support set")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures here")] = None,
+    split: Annotated[
+        str, typer.Option(help="all = the whole folder; val = the held-out part of training")
+    ] = "all",
+    val_fraction: Annotated[float, typer.Option(help="With --split val: as in training")] = 0.2,
+    seed: Annotated[int, typer.Option(help="With --split val: as in training")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Rank every item of DATA_DIR against every item of the other modality; print a table."""
+    from service.commands.learning import run_evaluation
+
+    configure_logging(load_settings())
+    with progress_bar("encoding") as report:
+        result = run_evaluation(
+            model,
+            dataset,
+            data_dir,
+            support_dir=support_dir,
+            device=device,
+            split=split,
+            val_fraction=val_fraction,
+            seed=seed,
+            progress=report,
+        )
+    print(evaluation_table(result))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+def evaluation_table(result: dict[str, Any]) -> str:
+    """One line per direction / setting of an evaluation result."""
+    lines = [f"{result.get('dataset')}  model {result.get('model')}"]
+    for key, value in result.items():
+        if isinstance(value, dict) and all(isinstance(v, int | float) for v in value.values()):
+            figures = "  ".join(f"{k} {v:.3f}" for k, v in value.items())
+            lines.append(f"  {key:<18} {figures}")
+        elif isinstance(value, dict):
+            for sub, figs in value.items():
+                if isinstance(figs, dict):
+                    figures = "  ".join(f"{k} {v:.3f}" for k, v in figs.items())
+                    lines.append(f"  {key + ' ' + str(sub):<18} {figures}")
+        elif isinstance(value, int | float) and key not in ("seed",):
+            lines.append(f"  {key:<18} {value}")
+    return "\n".join(lines)
+
+
+@contextmanager
+def epoch_bar(epochs: int) -> Iterator[Callable[[int, float, float | None], None]]:
+    """A tqdm bar over epochs showing the training loss and the validation score."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=epochs, desc="training", unit="epoch", file=sys.stderr, dynamic_ncols=True)
+
+    def report(epoch: int, loss: float, score: float | None) -> None:
+        bar.update(epoch - bar.n)
+        bar.set_postfix(loss=f"{loss:.3f}", val="-" if score is None else f"{score:.3f}")
+
+    try:
+        yield report
+    finally:
+        bar.close()
 
 
 @contextmanager
@@ -162,6 +325,7 @@ def print_manifest(manifest: Manifest) -> None:
     print(f"  items    {manifest.n_items} ({manifest.skipped} skipped)")
     print(f"  vectors  {manifest.n_vectors} ({kinds})")
     print(f"  index    {manifest.factory}, dim {manifest.dim}, metric {manifest.metric}")
+    print(f"  classes  {manifest.n_classes} ({manifest.n_zero_shot_classes} zero-shot)")
     print(f"  model    {manifest.model_fingerprint}")
 
 

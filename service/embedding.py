@@ -18,6 +18,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from models.encoders import Encoder
+from models.encoders.base import fuse_modalities
 from models.images import decode_base64_image, decode_image
 from models.types import Recipe
 from service.limits import check_base64_size
@@ -37,6 +38,19 @@ class Embedder:
     async def embed(self, inputs: Sequence[EmbedInput]) -> np.ndarray:
         """One L2-normalised float32 row per input, in input order."""
         return await run_in_threadpool(self._decode_and_encode, inputs)
+
+    async def embed_fused(self, inputs: Sequence[EmbedInput]) -> np.ndarray:
+        """A (1, dim) row: every input is one modality of the same item, fused."""
+        return await run_in_threadpool(self._decode_encode_and_fuse, inputs)
+
+    def _decode_encode_and_fuse(self, inputs: Sequence[EmbedInput]) -> np.ndarray:
+        vectors = self._decode_and_encode(inputs)
+        parts = {
+            modality: vectors[[i for i, item in enumerate(inputs) if item.modality == modality]]
+            for modality in {item.modality for item in inputs}
+        }
+        with self.lock:
+            return fuse_modalities(self.encoder, parts).reshape(1, -1)
 
     async def embed_image_bytes(self, data: bytes) -> np.ndarray:
         """A (1, dim) row for raw image bytes (a multipart upload)."""

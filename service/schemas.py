@@ -1,8 +1,9 @@
 """Request and response bodies of the HTTP API (pydantic models).
 
-Inputs carry exactly one modality each today. A fused multi-modality input will
-arrive as one more optional field (e.g. ``fuse``) counted by ``_ExactlyOne``, so
-existing clients keep working unchanged.
+Inputs carry exactly one modality each; ``/embed`` with ``"fuse": true`` treats
+all its inputs as the modalities of one item and returns one fused vector. A
+search query is one such input, a raw
+vector, an item, a class tag, or a weighted composition of those (``compose``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,16 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from index.ranking import DEFAULT_CLASS_WEIGHT
 from models.types import Recipe
 
 # Row kinds a search may target; the index tags every vector row with one of these.
@@ -92,13 +101,18 @@ class EmbedInput(_ExactlyOne):
         return None if value is None else _strip_non_empty(value, "image")
 
 
-class SearchQuery(EmbedInput):
-    """What to search with: any embeddable input, a raw vector or an existing item."""
+class QueryTerm(EmbedInput):
+    """Any embeddable input, a raw vector, an existing item or a class tag."""
 
-    ONE_OF: ClassVar[tuple[str, ...]] = ("text", "image", "recipe", "vector", "item_id")
+    ONE_OF: ClassVar[tuple[str, ...]] = ("text", "image", "recipe", "vector", "item_id", "tag")
 
     vector: list[float] | None = Field(None, description="A query vector of the model's dim")
     item_id: str | None = Field(None, description="Search with this item's stored vectors")
+    tag: str | None = Field(
+        None,
+        description="A class name: its prototype; an unknown class: the embedded tag text",
+        examples=["한식"],
+    )
 
     @field_validator("vector")
     @classmethod
@@ -111,20 +125,70 @@ class SearchQuery(EmbedInput):
             raise ValueError("vector must not be all zeros")
         return value
 
-    @field_validator("item_id")
+    @field_validator("item_id", "tag")
     @classmethod
-    def _item_id_not_empty(cls, value: str | None) -> str | None:
-        return None if value is None else _strip_non_empty(value, "item_id")
+    def _name_not_empty(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _strip_non_empty(value, str(info.field_name))
+
+
+class ComposeTerm(QueryTerm):
+    """One term of a query composition: an input and its weight (negative subtracts)."""
+
+    weight: float = Field(1.0, description="Multiplies the term's unit vector", examples=[-1.0])
+
+    @field_validator("weight")
+    @classmethod
+    def _weight_finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("weight must be a finite number")
+        return value
+
+
+class SearchQuery(QueryTerm):
+    """What to search with: one term, or a weighted composition of terms."""
+
+    ONE_OF: ClassVar[tuple[str, ...]] = QueryTerm.ONE_OF + ("compose",)
+
+    compose: list[ComposeTerm] | None = Field(
+        None,
+        description="Weighted terms; their weighted sum of unit vectors is normalised and searched",
+        examples=[[{"text": "김치찌개", "weight": 1}, {"text": "돼지고기", "weight": -1}]],
+    )
+
+    @field_validator("compose")
+    @classmethod
+    def _compose_not_empty(cls, value: list[ComposeTerm] | None) -> list[ComposeTerm] | None:
+        if value is not None and not value:
+            raise ValueError("compose must list at least one term")
+        return value
 
 
 class EmbedRequest(_Strict):
     inputs: list[EmbedInput] = Field(min_length=1, description="Embedded in order")
+    fuse: bool = Field(
+        False,
+        description=(
+            "Treat the inputs as the modalities of one item (e.g. its photo and its recipe) "
+            "and return one fused vector: the bundle's trained fusion model, or the "
+            "normalised mean for encoders without one"
+        ),
+    )
 
 
 class EmbedResponse(BaseModel):
     model: str = Field(description="Fingerprint of the encoder that made the vectors")
     dim: int
-    embeddings: list[list[float]] = Field(description="One L2-normalised vector per input")
+    embeddings: list[list[float]] = Field(
+        description="One L2-normalised vector per input, or one in all with fuse"
+    )
+    fused: bool = False
+
+
+RANK_DESCRIPTION = (
+    "item: score = sim(q, item), the best row's cosine similarity. "
+    "hybrid: score = (1 - a) * sim(q, item) + a * sim(q, proto(class(item))), "
+    "a = class_weight; items without a class keep sim(q, item)"
+)
 
 
 class SearchRequest(_Strict):
@@ -133,22 +197,99 @@ class SearchRequest(_Strict):
     kinds: list[Kind] | None = Field(None, description="Row kinds to search; default all")
     filter: dict[str, FilterCondition] | None = Field(
         None,
-        description="Metadata filters, all must hold: equality, any of a list, or a range",
-        examples=[{"cuisine": "한식"}, {"cuisine": ["한식", "중식"]}],
+        description=(
+            "Metadata filters, all must hold: equality, any of a list, or a range "
+            "(gt, gte, lt, lte); applied inside the index search"
+        ),
+        examples=[
+            {"cuisine": "한식"},
+            {"cuisine": ["한식", "중식"]},
+            {"cooking_minutes": {"lte": 30}},
+        ],
+    )
+    rank: Literal["item", "hybrid"] = Field("item", description=RANK_DESCRIPTION)
+    class_weight: float = Field(
+        DEFAULT_CLASS_WEIGHT, ge=0.0, le=1.0, description="a in the hybrid formula"
+    )
+    top_classes: int = Field(
+        3, ge=0, le=100, description="Class (prototype) matches to return beside the items"
     )
 
 
 class Match(BaseModel):
     id: str
-    score: float = Field(description="Cosine similarity of the best matching row")
+    score: float = Field(description="Ranking score: the best row's cosine similarity for 'item'")
     rank: int = Field(description="1-based")
     kind: str = Field(description="Kind of the row that matched best")
     label: str | None = None
+    class_name: str | None = Field(None, description="The item's class in the prototype table")
+    item_score: float | None = Field(None, description="hybrid: sim(q, item)")
+    class_score: float | None = Field(None, description="hybrid: sim(q, proto(class(item)))")
     metadata: dict[str, Any]
+
+
+class ClassMatchOut(BaseModel):
+    name: str
+    score: float = Field(description="Cosine similarity of the query and the class prototype")
+    members: int = Field(description="Items of the class in the index")
+    zero_shot: bool = Field(description="True when the prototype is the embedded class name")
 
 
 class SearchResponse(BaseModel):
     matches: list[Match]
+    classes: list[ClassMatchOut] = Field(description="Best class prototypes for the query")
+    index_version: str
+    took_ms: float
+
+
+class ClassOut(BaseModel):
+    name: str
+    members: int = Field(description="Items of the class in the index")
+    support: int = Field(description="Items whose vectors make the prototype (K, or all)")
+    zero_shot: bool = Field(description="True when the prototype is the embedded class name")
+    description: str | None = None
+
+
+class ClassesResponse(BaseModel):
+    index_version: str
+    class_field: str | None = Field(description="Metadata field naming classes; null: item labels")
+    shots: int | None = Field(description="K support items per class; null: all members")
+    seed: int
+    text_weight: float = Field(description="Weight of the embedded name for classes with members")
+    classes: list[ClassOut]
+
+
+class TagOptions(_Strict):
+    k: int = Field(5, ge=1, le=100, description="How many classes (and tags) to return")
+    tags: list[str] | None = Field(
+        None,
+        description="Free-form candidate tags, ranked by text-embedding similarity to the image",
+        examples=[["spicy", "soup", "noodles"]],
+    )
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [_strip_non_empty(tag, "tag") for tag in value]
+
+
+class TagRequest(TagOptions):
+    image: str = Field(description="Base64 image bytes or a data: URI")
+
+    @field_validator("image")
+    @classmethod
+    def _image_not_empty(cls, value: str) -> str:
+        return _strip_non_empty(value, "image")
+
+
+class TagScore(BaseModel):
+    tag: str
+    score: float = Field(description="Cosine similarity of the image and the embedded tag")
+
+
+class TagResponse(BaseModel):
+    classes: list[ClassMatchOut]
+    tags: list[TagScore]
     index_version: str
     took_ms: float
 
@@ -186,6 +327,19 @@ class ReindexIn(_Strict):
     source: str = Field(description="Dataset path as seen by the worker")
     format: str = Field(description="Dataset format", examples=["kfood"])
     factory: str = Field("Flat", description="FAISS index factory string")
+    class_field: str | None = Field(
+        None, description="Metadata field naming each item's class; default the item label"
+    )
+    shots: int | None = Field(None, ge=1, description="K support items per class; default all")
+    seed: int = Field(0, description="Seed of the K-shot support draw")
+    text_weight: float = Field(
+        0.0, ge=0.0, le=1.0, description="Weight of the embedded class name for classes with items"
+    )
+    zero_shot_classes: dict[str, str | None] | list[str] | None = Field(
+        None,
+        description="Extra class names (list, or {name: description}): zero-shot prototypes",
+        examples=[{"떡볶이": "매콤한 떡 요리"}],
+    )
 
     @field_validator("source")
     @classmethod

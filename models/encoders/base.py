@@ -42,3 +42,22 @@ def l2_normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return (vectors / np.maximum(norms, eps)).astype(np.float32, copy=False)
+
+
+def fuse_modalities(encoder: Encoder, parts: dict[str, np.ndarray]) -> np.ndarray:
+    """One vector for one item from its per-modality vectors (keys image / text / recipe).
+
+    Several vectors of one modality are averaged first. An encoder with a
+    trained fusion model (a bundle's ``fuse``) fuses them; any other encoder
+    gets the normalised mean, the fusion that needs no training.
+    """
+    if not parts:
+        raise ValueError("nothing to fuse")
+    means = {
+        name: l2_normalize(np.asarray(v).reshape(-1, encoder.dim).mean(0, keepdims=True))[0]
+        for name, v in parts.items()
+    }
+    fuse = getattr(encoder, "fuse", None)
+    if callable(fuse):
+        return np.asarray(fuse(means), dtype=np.float32)
+    return l2_normalize(np.mean(list(means.values()), axis=0, keepdims=True))[0]

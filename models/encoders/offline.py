@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -290,6 +291,11 @@ class OfflineEncoder:
             out[start : start + len(chunk)] = np.asarray(vectors, dtype=np.float32).reshape(-1, DIM)
         return l2_normalize(out)
 
+    def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
+        """Documents (recipe parts, class names), embedded with the ``passage: `` prefix."""
+        texts = [self.truncate(str(t), self.max_text_tokens, is_query=False) for t in texts]
+        return self._embed(texts, is_query=False)
+
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Search queries / captions, embedded with the ``query: `` prefix."""
         texts = [self.truncate(str(t), self.max_text_tokens, is_query=True) for t in texts]
@@ -317,6 +323,15 @@ class OfflineEncoder:
         with torch.inference_mode():
             logits = self._vision(batch.to(self._device, self._dtype, non_blocking=True))
         return logits.float()
+
+    def vision_features(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Device step for trained heads: (pooled pre-logit features (n, 1280), logits)."""
+        vision: Any = self._vision  # timm's EfficientNet API; nn.Module types hide it
+        with torch.inference_mode():
+            x = batch.to(self._device, self._dtype, non_blocking=True)
+            pooled = vision.forward_head(vision.forward_features(x), pre_logits=True)
+            logits = vision.get_classifier()(pooled)
+        return pooled.float(), logits.float()
 
     def conse(self, logits: torch.Tensor) -> np.ndarray:
         """Post step: logits -> L2-normalised ConSE vectors (n, 384) in text space."""

@@ -15,8 +15,10 @@ from service.schemas import EmbedRequest, EmbedResponse, error_responses
 router = APIRouter(prefix="/embed", tags=["embed"])
 
 
-def _response(fingerprint: str, vectors: np.ndarray) -> EmbedResponse:
-    return EmbedResponse(model=fingerprint, dim=int(vectors.shape[1]), embeddings=vectors.tolist())
+def _response(fingerprint: str, vectors: np.ndarray, fused: bool = False) -> EmbedResponse:
+    return EmbedResponse(
+        model=fingerprint, dim=int(vectors.shape[1]), embeddings=vectors.tolist(), fused=fused
+    )
 
 
 @router.post(
@@ -30,6 +32,9 @@ async def embed(body: EmbedRequest, embedder: EmbedderDep, settings: SettingsDep
         raise InvalidQueryError(
             f"too many inputs: at most {settings.max_inputs} per call, got {len(body.inputs)}"
         )
+    if body.fuse:
+        vectors = await embedder.embed_fused(body.inputs)
+        return _response(embedder.encoder.fingerprint, vectors, fused=True)
     vectors = await embedder.embed(body.inputs)
     return _response(embedder.encoder.fingerprint, vectors)
 

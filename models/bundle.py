@@ -1,0 +1,210 @@
+"""Trained bundles: a directory with ``bundle.json`` and ``model.safetensors``.
+
+``bundle.json`` names the frozen base (``offline`` or an open_clip spec) and
+its fingerprint, the joint architecture (:class:`~models.joint.JointConfig`),
+the classes of the semantic regulariser, the training options and the
+validation figures. :func:`load_bundle` rebuilds the towers, refuses a base
+whose fingerprint differs from the one trained on, and returns a
+:class:`BundleEncoder`, which implements the :class:`Encoder` protocol (plus
+:meth:`BundleEncoder.fuse` for several modalities of one item).
+
+The fingerprint hashes the base fingerprint, the config and the weights, so
+snapshots built with one bundle refuse another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from models.encoders.base import l2_normalize
+from models.joint import MODALITIES, JointConfig, JointModel, pad_recipes
+from models.towers import Towers, load_towers
+from models.types import Recipe
+
+BUNDLE_FORMAT = "mmsearch-bundle"
+BUNDLE_VERSION = 1
+CONFIG_FILE = "bundle.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class BundleError(ValueError):
+    """A bundle directory is missing, malformed, or does not fit its base."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fp:
+        for chunk in iter(lambda: fp.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_bundle(
+    out_dir: Path,
+    model: JointModel,
+    *,
+    base: str,
+    base_fingerprint: str,
+    classes: Sequence[str] = (),
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write the bundle into ``out_dir`` (weights first, ``bundle.json`` last, each atomically)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / WEIGHTS_FILE
+    fd, tmp = tempfile.mkstemp(prefix=WEIGHTS_FILE, suffix=".tmp", dir=out_dir)
+    os.close(fd)
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, tmp)
+        os.replace(tmp, weights)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "base": base,
+        "base_fingerprint": base_fingerprint,
+        "joint": model.config.to_dict(),
+        "classes": list(classes),
+        "weights": WEIGHTS_FILE,
+        "weights_sha256": _sha256(weights),
+        "training": training or {},
+    }
+    _write_json(out_dir / CONFIG_FILE, meta)
+    return out_dir
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fp:
+        json.dump(payload, fp, ensure_ascii=False, indent=2)
+    os.replace(tmp, path)
+
+
+def read_bundle_meta(path: Path) -> dict[str, Any]:
+    config = path / CONFIG_FILE
+    if not config.is_file():
+        raise BundleError(f"{path} is not a bundle: {CONFIG_FILE} is missing")
+    try:
+        meta = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{config} is unreadable: {exc}") from exc
+    if meta.get("format") != BUNDLE_FORMAT or meta.get("version") != BUNDLE_VERSION:
+        raise BundleError(
+            f"{config}: expected format {BUNDLE_FORMAT!r} version {BUNDLE_VERSION}, "
+            f"got {meta.get('format')!r} version {meta.get('version')!r}"
+        )
+    return dict(meta)
+
+
+def load_joint_model(path: Path, meta: dict[str, Any]) -> JointModel:
+    weights = path / str(meta.get("weights", WEIGHTS_FILE))
+    if not weights.is_file():
+        raise BundleError(f"bundle weights missing: {weights}")
+    if _sha256(weights) != meta.get("weights_sha256"):
+        raise BundleError(f"{weights} does not match the sha256 recorded in {CONFIG_FILE}")
+    try:
+        model = JointModel(JointConfig(**meta["joint"]))
+        model.load_state_dict(load_file(str(weights)), strict=True)
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise BundleError(f"bundle {path} does not fit its architecture: {exc}") from exc
+    return model.eval()
+
+
+def load_bundle(path: Path, device: str = "cpu", towers: Towers | None = None) -> BundleEncoder:
+    """Rebuild the encoder a bundle directory describes."""
+    path = Path(path)
+    meta = read_bundle_meta(path)
+    towers = towers if towers is not None else load_towers(str(meta["base"]), device=device)
+    if towers.fingerprint != meta.get("base_fingerprint"):
+        raise BundleError(
+            f"bundle {path} was trained on base {meta['base']!r} with fingerprint "
+            f"{meta.get('base_fingerprint')}, but the base loaded here has {towers.fingerprint}"
+        )
+    return BundleEncoder(path, meta, load_joint_model(path, meta), towers)
+
+
+class BundleEncoder:
+    """Frozen towers + trained joint model, behind the :class:`Encoder` protocol."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], model: JointModel, towers: Towers):
+        self.path = path
+        self.meta = meta
+        self.model = model.to(towers.device)
+        self.towers = towers
+        payload = json.dumps(
+            [meta["base_fingerprint"], meta["joint"], meta["weights_sha256"]], sort_keys=True
+        )
+        self._fingerprint = "bundle-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.dim
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def device(self) -> str:
+        return self.towers.device
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta.get("classes", []))
+
+    def _run(self, fn: Any, *args: Any) -> np.ndarray:
+        with torch.inference_mode():
+            return l2_normalize(fn(*args).float().cpu().numpy())
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.empty((0, self.dim), np.float32)
+        features = self.towers.image_features(list(images))
+        return self._run(self.model.embed_images, self._tensor(features))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.empty((0, self.dim), np.float32)
+        features = self.towers.text_features(list(texts), query=True)
+        return self._run(self.model.embed_texts, self._tensor(features))
+
+    def encode_recipes(self, recipes: Sequence[Recipe]) -> np.ndarray:
+        if not recipes:
+            return np.empty((0, self.dim), np.float32)
+        texts = [t for r in recipes for t in (r.title, *r.ingredients, *r.instructions)]
+        vectors = torch.from_numpy(self.towers.text_features(texts, query=False))
+        titles, ingredients, instructions = [], [], []
+        at = 0
+        for r in recipes:
+            titles.append(vectors[at])
+            ingredients.append(vectors[at + 1 : at + 1 + len(r.ingredients)])
+            at += 1 + len(r.ingredients)
+            instructions.append(vectors[at : at + len(r.instructions)])
+            at += len(r.instructions)
+        batch = pad_recipes(titles, ingredients, instructions).to(self.device)
+        return self._run(self.model.embed_recipes, batch)
+
+    def fuse(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        """One vector from joint vectors of one item's modalities (keys from ``MODALITIES``)."""
+        unknown = set(parts) - set(MODALITIES)
+        if not parts or unknown:
+            raise ValueError(f"fuse needs a non-empty subset of {MODALITIES}, got {sorted(parts)}")
+        inputs = [self._tensor(parts[m].reshape(1, -1)) if m in parts else None for m in MODALITIES]
+        present = torch.tensor([[m in parts for m in MODALITIES]], device=self.device)
+        return self._run(self.model.fuse, inputs, present)[0]

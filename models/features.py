@@ -1,0 +1,292 @@
+"""Tower features of a dataset, computed once and cached, so training epochs are cheap.
+
+:func:`extract_features` reads :class:`CatalogRecord` s and keeps, per record:
+the image's features under ``views`` versions (view 0 is the evaluation
+transform, the rest are seeded random crops / flips / colour jitter, which is
+the augmentation training samples from), the query texts (captions; else the
+recipe title; else the class name: what a user would type to find the item),
+and the recipe as title, ingredient and instruction vectors (sequences of
+varying length, stored flat with offsets).
+
+Texts are embedded once each however often they occur (ingredients like 소금
+repeat across hundreds of recipes). The result is cached under
+``cache_dir/features`` keyed by the towers' fingerprint, the records' content
+(ids, texts, image file sizes and times) and the number of views.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from models.images import InvalidImageError, load_image
+from models.towers import Towers
+from models.types import CatalogRecord
+
+log = logging.getLogger(__name__)
+
+FEATURES_VERSION = 1
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Ragged:
+    """Variable-length rows of vectors: row i is ``values[offsets[i]:offsets[i + 1]]``."""
+
+    values: np.ndarray  # (total, dim) float32
+    offsets: np.ndarray  # (n + 1,) int64
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def row(self, i: int) -> np.ndarray:
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def take(self, indices: Sequence[int]) -> Ragged:
+        return Ragged.from_rows([self.row(int(i)) for i in indices], self.values.shape[1])
+
+    @staticmethod
+    def from_rows(rows: Sequence[np.ndarray], dim: int) -> Ragged:
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(r) for r in rows])
+        values = np.concatenate(rows) if rows else np.empty((0, dim), np.float32)
+        return Ragged(values.reshape(-1, dim).astype(np.float32, copy=False), offsets)
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Frozen-tower features of ``len(ids)`` records (see the module docstring)."""
+
+    ids: list[str]
+    labels: list[str | None]
+    images: np.ndarray  # (n, views, image_dim); zeros where has_image is False
+    has_image: np.ndarray  # (n,) bool
+    queries: Ragged  # query-text vectors per record
+    titles: np.ndarray  # (n, text_dim); zeros where has_recipe is False
+    has_recipe: np.ndarray  # (n,) bool
+    ingredients: Ragged
+    instructions: Ragged
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, indices: Sequence[int]) -> FeatureSet:
+        idx = np.asarray(indices, dtype=np.int64)
+        return FeatureSet(
+            ids=[self.ids[i] for i in idx],
+            labels=[self.labels[i] for i in idx],
+            images=self.images[idx],
+            has_image=self.has_image[idx],
+            queries=self.queries.take(idx.tolist()),
+            titles=self.titles[idx],
+            has_recipe=self.has_recipe[idx],
+            ingredients=self.ingredients.take(idx.tolist()),
+            instructions=self.instructions.take(idx.tolist()),
+        )
+
+
+def query_texts(record: CatalogRecord) -> list[str]:
+    """What a user would type to find this record (see the module docstring)."""
+    if record.texts:
+        return [t for t in record.texts if t.strip()]
+    if record.recipe is not None:
+        return [record.recipe.title]
+    if record.label:
+        return [class_name_text(record.label)]
+    return []
+
+
+def class_name_text(label: str) -> str:
+    """``apple_pie`` -> ``apple pie``: a class name as a person would write it."""
+    return " ".join(label.replace("_", " ").split())
+
+
+# --------------------------------------------------------------------------- cache key
+
+
+def _records_key(records: Sequence[CatalogRecord]) -> str:
+    digest = hashlib.sha256()
+    for r in records:
+        stat = r.image_path.stat() if r.image_path and r.image_path.is_file() else None
+        entry = {
+            "id": r.id,
+            "label": r.label,
+            "texts": list(r.texts),
+            "recipe": None
+            if r.recipe is None
+            else [r.recipe.title, *r.recipe.ingredients, "|", *r.recipe.instructions],
+            "image": None
+            if stat is None
+            else [r.image_path.name if r.image_path else None, stat.st_size, stat.st_mtime_ns],
+        }
+        digest.update(json.dumps(entry, ensure_ascii=False, sort_keys=True).encode())
+    return digest.hexdigest()[:20]
+
+
+def cache_path(
+    cache_dir: Path, towers: Towers, records: Sequence[CatalogRecord], views: int
+) -> Path:
+    key = f"{towers.fingerprint}-{_records_key(records)}-v{views}-f{FEATURES_VERSION}"
+    return cache_dir / "features" / f"{key}.npz"
+
+
+def _save(path: Path, features: FeatureSet) -> None:
+    arrays: dict[str, np.ndarray] = {
+        "ids": np.asarray(features.ids, dtype=object).astype(str),
+        "labels": np.asarray(["" if x is None else x for x in features.labels]).astype(str),
+        "has_label": np.asarray([x is not None for x in features.labels]),
+    }
+    for f in fields(FeatureSet):
+        value = getattr(features, f.name)
+        if isinstance(value, Ragged):
+            arrays[f"{f.name}.values"] = value.values
+            arrays[f"{f.name}.offsets"] = value.offsets
+        elif isinstance(value, np.ndarray):
+            arrays[f.name] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            np.savez(fp, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load(path: Path) -> FeatureSet:
+    with np.load(path, allow_pickle=False) as data:
+        labels = [
+            str(x) if has else None
+            for x, has in zip(data["labels"], data["has_label"], strict=True)
+        ]
+
+        def ragged(name: str) -> Ragged:
+            return Ragged(data[f"{name}.values"], data[f"{name}.offsets"])
+
+        return FeatureSet(
+            ids=[str(x) for x in data["ids"]],
+            labels=labels,
+            images=data["images"],
+            has_image=data["has_image"],
+            queries=ragged("queries"),
+            titles=data["titles"],
+            has_recipe=data["has_recipe"],
+            ingredients=ragged("ingredients"),
+            instructions=ragged("instructions"),
+        )
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def _embed_unique(towers: Towers, groups: Sequence[Sequence[str]], *, query: bool) -> Ragged:
+    """Vectors for every text of every group, each distinct text embedded once."""
+    unique = sorted({t for group in groups for t in group})
+    vectors = towers.text_features(unique, query=query) if unique else None
+    position = {t: i for i, t in enumerate(unique)}
+    rows = [
+        vectors[[position[t] for t in group]]
+        if group and vectors is not None
+        else np.empty((0, towers.text_dim), np.float32)
+        for group in groups
+    ]
+    return Ragged.from_rows(rows, towers.text_dim)
+
+
+def _image_features(
+    towers: Towers,
+    records: Sequence[CatalogRecord],
+    views: int,
+    seed: int,
+    progress: ProgressCallback | None,
+    batch_size: int = 32,
+) -> tuple[np.ndarray, np.ndarray]:
+    n = len(records)
+    out = np.zeros((n, views, towers.image_dim), dtype=np.float32)
+    has = np.zeros(n, dtype=bool)
+    for start in range(0, n, batch_size):
+        chunk = range(start, min(n, start + batch_size))
+        loaded = []
+        for i in chunk:
+            path = records[i].image_path
+            if path is None:
+                continue
+            try:
+                loaded.append((i, load_image(path)))
+            except InvalidImageError as exc:
+                log.warning("skipping image of %s: %s", records[i].id, exc)
+        if loaded:
+            idx = [i for i, _ in loaded]
+            images = [img for _, img in loaded]
+            out[idx, 0] = towers.image_features(images)
+            if views > 1:
+                out[idx, 1:] = towers.augmented_image_features(images, views - 1, seed + start)
+            has[idx] = True
+        if progress is not None:
+            progress(min(n, start + batch_size), n)
+    return out, has
+
+
+def extract_features(
+    towers: Towers,
+    records: Sequence[CatalogRecord],
+    *,
+    views: int = 4,
+    seed: int = 0,
+    cache_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> FeatureSet:
+    """Features of ``records`` (cached under ``cache_dir`` when given)."""
+    if views < 1:
+        raise ValueError("views must be at least 1")
+    path = cache_path(cache_dir, towers, records, views) if cache_dir else None
+    if path is not None and path.is_file():
+        try:
+            log.info("tower features from cache %s", path)
+            return _load(path)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring unreadable feature cache %s (%s)", path, exc)
+    images, has_image = _image_features(towers, records, views, seed, progress)
+    recipes = [r.recipe for r in records]
+    features = FeatureSet(
+        ids=[r.id for r in records],
+        labels=[r.label for r in records],
+        images=images,
+        has_image=has_image,
+        queries=_embed_unique(towers, [query_texts(r) for r in records], query=True),
+        titles=_titles(towers, records),
+        has_recipe=np.asarray([r is not None for r in recipes]),
+        ingredients=_embed_unique(
+            towers, [list(r.ingredients) if r else [] for r in recipes], query=False
+        ),
+        instructions=_embed_unique(
+            towers, [list(r.instructions) if r else [] for r in recipes], query=False
+        ),
+    )
+    if path is not None:
+        _save(path, features)
+    return features
+
+
+def _titles(towers: Towers, records: Sequence[CatalogRecord]) -> np.ndarray:
+    titles = _embed_unique(
+        towers, [[r.recipe.title] if r.recipe else [] for r in records], query=False
+    )
+    out = np.zeros((len(records), towers.text_dim), dtype=np.float32)
+    for i in range(len(records)):
+        row = titles.row(i)
+        if len(row):
+            out[i] = row[0]
+    return out

@@ -1,0 +1,103 @@
+"""``mmsearch train`` and ``mmsearch eval``: thin wrappers over ``models``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from models.datasets import open_dataset, split_records
+from models.encoders.base import Encoder
+from models.registry import load_encoder
+from models.train import EpochCallback, TrainConfig, TrainResult
+from models.train_bundle import TRAIN_DATASETS, BundleRequest, Source, train_bundle
+from service.commands import CommandInputError
+
+EVAL_DATASETS = ("kfood", "flickr", "food101")
+
+
+def pair_sources(datasets: list[str], data_dirs: list[Path]) -> tuple[Source, ...]:
+    """``--dataset`` / ``--data-dir`` pairs in order (``synthetic`` needs no dir)."""
+    sources: list[Source] = []
+    dirs = list(data_dirs)
+    for name in datasets:
+        if name not in TRAIN_DATASETS:
+            raise CommandInputError(
+                f"unknown --dataset {name!r}; expected one of {', '.join(TRAIN_DATASETS)}"
+            )
+        if name == "synthetic":
+            sources.append(Source(name, None))
+            continue
+        if not dirs:
+            raise CommandInputError(f"--dataset {name} needs its own --data-dir")
+        data_dir = dirs.pop(0)
+        if not data_dir.exists():
+            raise CommandInputError(f"--data-dir {data_dir} does not exist")
+        sources.append(Source(name, data_dir))
+    if dirs:
+        raise CommandInputError("more --data-dir than --dataset options")
+    if not sources:
+        raise CommandInputError("name at least one --dataset")
+    return tuple(sources)
+
+
+def run_training(
+    request: BundleRequest,
+    config: TrainConfig,
+    progress: Callable[[int, int | None], None] | None,
+    on_epoch: EpochCallback | None,
+) -> TrainResult:
+    if not 0.0 <= request.val_fraction < 1.0:
+        raise CommandInputError("--val-fraction must be in [0, 1)")
+    if config.epochs < 1 or config.batch_size < 2:
+        raise CommandInputError("--epochs must be at least 1 and --batch-size at least 2")
+    return train_bundle(request, config, progress=progress, on_epoch=on_epoch)
+
+
+def encoder_from_model_option(model: str, device: str) -> Encoder:
+    """``offline``, any encoder spec, ``bundle:PATH`` or a bare bundle directory."""
+    spec = model
+    if not model.startswith(("offline", "openclip:", "bundle:")) and Path(model).is_dir():
+        spec = f"bundle:{model}"
+    try:
+        return load_encoder(spec, device=device)
+    except ValueError as exc:
+        raise CommandInputError(f"cannot load model {model!r}: {exc}") from exc
+
+
+def run_evaluation(
+    model: str,
+    dataset: str,
+    data_dir: Path,
+    *,
+    support_dir: Path | None,
+    device: str,
+    split: str,
+    val_fraction: float,
+    seed: int,
+    progress: Callable[[int, int], None] | None,
+) -> dict[str, Any]:
+    from models.evaluate import evaluate_records
+
+    if dataset not in EVAL_DATASETS:
+        raise CommandInputError(
+            f"unknown --dataset {dataset!r}; expected one of {', '.join(EVAL_DATASETS)}"
+        )
+    for name, path in (("--data-dir", data_dir), ("--support-dir", support_dir)):
+        if path is not None and not path.exists():
+            raise CommandInputError(f"{name} {path} does not exist")
+    if split not in ("all", "val"):
+        raise CommandInputError("--split must be 'all' or 'val'")
+    encoder = encoder_from_model_option(model, device)
+    records = list(open_dataset(data_dir, dataset))
+    support = list(open_dataset(support_dir, dataset)) if support_dir else None
+    if split == "val":
+        # The records a bundle trained with the same fraction and seed never saw;
+        # the rest is the support set of the prototype evaluation.
+        rest, records = split_records(records, val_fraction, seed)
+        support = support if support is not None else rest
+    result = evaluate_records(encoder, dataset, records, support=support, progress=progress)
+    result["model"] = encoder.fingerprint
+    if split == "val":
+        result["split"] = {"part": "val", "val_fraction": val_fraction, "seed": seed}
+    return result

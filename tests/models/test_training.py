@@ -1,0 +1,156 @@
+"""Training, bundles and evaluation on a tiny open_clip base (no downloads, seconds on a CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.bundle import BundleError, load_bundle, read_bundle_meta
+from models.encoders.base import fuse_modalities
+from models.encoders.openclip import OpenClipEncoder
+from models.fusion import all_subsets
+from models.joint import MODALITIES, JointConfig, JointModel
+from models.registry import load_encoder
+from models.synthetic_retrieval import synthetic_feature_sets
+from models.towers import EncoderTowers
+from models.train import validation_metrics
+from models.types import Recipe
+from service.cli import main
+
+ARCH = "mmsearch-tiny-vit"
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random open_clip model saved as a checkpoint: a base that reloads identically."""
+    torch.manual_seed(0)
+    encoder = OpenClipEncoder(ARCH, None, device="cpu")
+    path = tmp_path_factory.mktemp("tiny-base") / "tiny.pt"
+    torch.save(encoder.model.state_dict(), path)
+    return f"openclip:{ARCH}:{path}"
+
+
+def train_args(base: str, out: Path, *extra: str) -> list[str]:
+    return [
+        "train", "--dataset", "synthetic", "--out", str(out), "--base", base,
+        "--epochs", "25", "--batch-size", "64", "--dim", "32", "--views", "2", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tiny_base: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    assert main(train_args(tiny_base, out)) == 0
+    return out
+
+
+def test_training_beats_the_untrained_heads(bundle_dir: Path) -> None:
+    meta = read_bundle_meta(bundle_dir)
+    trained = meta["training"]["validation"]["image_to_recipe"]
+    _, val = synthetic_feature_sets(64, 64, seed=0, val_fraction=0.2)
+    torch.manual_seed(0)
+    untrained_model = JointModel(JointConfig(**meta["joint"]))
+    untrained = validation_metrics(untrained_model, val)["image_to_recipe"]
+    assert trained["R@1"] >= untrained["R@1"] + 0.3, (trained, untrained)
+    assert trained["R@10"] > 0.9
+
+
+def test_bundle_records_what_made_it(bundle_dir: Path, tiny_base: str) -> None:
+    meta = read_bundle_meta(bundle_dir)
+    assert meta["base"] == tiny_base
+    assert meta["training"]["options"]["seed"] == 0
+    assert meta["training"]["sources"][0]["dataset"] == "synthetic"
+    assert 1 <= meta["training"]["best_epoch"] <= meta["training"]["epochs_run"] <= 25
+    assert meta["classes"] == sorted(meta["classes"]) and len(meta["classes"]) > 1
+
+
+def test_training_is_reproducible_with_a_seed(
+    bundle_dir: Path, tiny_base: str, tmp_path: Path
+) -> None:
+    again = tmp_path / "again"
+    assert main(train_args(tiny_base, again)) == 0
+    first, second = read_bundle_meta(bundle_dir), read_bundle_meta(again)
+    assert first["weights_sha256"] == second["weights_sha256"]
+
+
+def sample_inputs() -> tuple[list[Image.Image], list[str], list[Recipe]]:
+    images = [Image.new("RGB", (40, 30), c) for c in ("red", "green", "navy")]
+    texts = ["spicy pork stew", "김치찌개"]
+    recipes = [
+        Recipe("김치찌개", ("김치", "돼지고기"), ("끓인다.", "먹는다.")),
+        Recipe("toast", (), ()),  # empty sequences are allowed
+    ]
+    return images, texts, recipes
+
+
+def test_bundle_round_trip_gives_identical_vectors(bundle_dir: Path, tiny_base: str) -> None:
+    images, texts, recipes = sample_inputs()
+    first = load_encoder(f"bundle:{bundle_dir}", device="cpu")
+    second = load_encoder(f"bundle:{bundle_dir}", device="cpu")
+    assert first.fingerprint == second.fingerprint and first.fingerprint.startswith("bundle-")
+    for encode in ("encode_images", "encode_texts", "encode_recipes"):
+        inputs = {"encode_images": images, "encode_texts": texts, "encode_recipes": recipes}[encode]
+        a, b = getattr(first, encode)(inputs), getattr(second, encode)(inputs)
+        assert a.shape == (len(inputs), 32) and a.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fusion_accepts_every_modality_subset(bundle_dir: Path) -> None:
+    encoder = load_encoder(f"bundle:{bundle_dir}", device="cpu")
+    images, texts, recipes = sample_inputs()
+    vectors = {
+        "image": encoder.encode_images(images[:1]),
+        "text": encoder.encode_texts(texts[:1]),
+        "recipe": encoder.encode_recipes(recipes[:1]),
+    }
+    fused = {}
+    for subset in all_subsets(len(MODALITIES)):
+        parts = {MODALITIES[m]: vectors[MODALITIES[m]] for m in subset}
+        out = fuse_modalities(encoder, parts)
+        assert out.shape == (32,) and np.isclose(np.linalg.norm(out), 1.0, atol=1e-5)
+        fused[subset] = out
+    assert len({v.tobytes() for v in fused.values()}) == len(fused)  # subsets differ
+
+
+def test_a_bundle_refuses_another_base(bundle_dir: Path, tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    other = OpenClipEncoder(ARCH, None, device="cpu")
+    with pytest.raises(BundleError, match="fingerprint"):
+        load_bundle(bundle_dir, "cpu", towers=EncoderTowers("x", encoder=other))
+
+
+def test_tampered_or_missing_bundles_are_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="missing"):
+        read_bundle_meta(tmp_path)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("bundle.json", "model.safetensors"):
+        (copy / name).write_bytes((bundle_dir / name).read_bytes())
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(BundleError, match="sha256"):
+        load_encoder(f"bundle:{copy}", device="cpu")
+    meta = json.loads((copy / "bundle.json").read_text())
+    meta["version"] = 99
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="version"):
+        read_bundle_meta(copy)
+
+
+def test_train_rejects_bad_options(tiny_base: str, tmp_path: Path) -> None:
+    assert main(train_args(tiny_base, tmp_path / "x", "--metric", "manhattan")) == 2
+    assert main(["train", "--dataset", "kfood", "--out", str(tmp_path / "y")]) == 2  # no dir
+    assert main(["train", "--dataset", "imagenet", "--out", str(tmp_path / "z")]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_euclidean_training_runs(tiny_base: str, tmp_path: Path) -> None:
+    out = tmp_path / "euclid"
+    assert main(train_args(tiny_base, out, "--metric", "euclidean", "--epochs", "3")) == 0
+    assert read_bundle_meta(out)["joint"]["metric"] == "euclidean"
