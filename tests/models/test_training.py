@@ -21,25 +21,14 @@ from models.towers import EncoderTowers
 from models.train import validation_metrics
 from models.types import Recipe
 from service.cli import main
+from tests.bundles import TINY_ARCH, save_tiny_base, train_args
 
-ARCH = "mmsearch-tiny-vit"
+ARCH = TINY_ARCH
 
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny random open_clip model saved as a checkpoint: a base that reloads identically."""
-    torch.manual_seed(0)
-    encoder = OpenClipEncoder(ARCH, None, device="cpu")
-    path = tmp_path_factory.mktemp("tiny-base") / "tiny.pt"
-    torch.save(encoder.model.state_dict(), path)
-    return f"openclip:{ARCH}:{path}"
-
-
-def train_args(base: str, out: Path, *extra: str) -> list[str]:
-    return [
-        "train", "--dataset", "synthetic", "--out", str(out), "--base", base,
-        "--epochs", "25", "--batch-size", "64", "--dim", "32", "--views", "2", *extra,
-    ]  # fmt: skip
+    return save_tiny_base(tmp_path_factory.mktemp("tiny-base"))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ import base64
 import io
 import json
 import struct
+import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,17 @@ from pydantic import SecretStr
 from service.settings import Settings
 
 ADMIN_TOKEN = "test-admin-token"
+DEADLINE_S = 30.0
+
+
+def wait_for(client: Any, path: str, done: Callable[[Any], bool]) -> Any:
+    """GET ``path`` until ``done(response)`` or the deadline; returns the last response."""
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        response = client.get(path)
+        if done(response) or time.monotonic() > deadline:
+            return response
+        time.sleep(0.05)
 
 
 def make_settings(index_dir: Path, **overrides: Any) -> Settings:

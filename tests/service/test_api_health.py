@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,7 @@ from models.datasets import open_dataset
 from models.encoders import Encoder
 from service.app import create_app
 from service.events import publish_snapshot_event
-from tests.service.helpers import make_settings
-
-DEADLINE_S = 30.0
-
-
-def wait_for(client: TestClient, path: str, done: Callable[[Any], bool]) -> Any:
-    """GET ``path`` until ``done(response)`` or the deadline; returns the last response."""
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        response = client.get(path)
-        if done(response) or time.monotonic() > deadline:
-            return response
-        time.sleep(0.05)
+from tests.service.helpers import DEADLINE_S, make_settings, wait_for
 
 
 def test_healthz_and_readyz_with_model_and_snapshot(client: TestClient, encoder: Encoder) -> None:
