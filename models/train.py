@@ -75,7 +75,8 @@ class TrainResult:
     best_epoch: int
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
-    validation: dict[str, dict[str, float]] = field(default_factory=dict)
+    # One entry per validation set, in order: direction -> Recall@K / medR.
+    validation: list[dict[str, dict[str, float]]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- batches
@@ -365,7 +366,8 @@ def train_joint(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=max(1, steps), pct_start=0.1
     )
-    val_sets = [fs for fs in val_sets if len(fs) >= 2]
+    if len(val_sets) not in (0, len(train_sets)):
+        raise ValueError("give one validation set per training set, or none")
     best = (-math.inf, 0, copy.deepcopy(model.state_dict()))
     history: list[dict[str, float]] = []
     epoch = 0
@@ -403,15 +405,11 @@ def train_joint(
             break
     model.load_state_dict(best[2])
     model.eval()
-    validation = {}
-    for fs in val_sets:
-        validation.update(validation_metrics(model, fs))
+    validation = [validation_metrics(model, fs) if len(fs) >= 2 else {} for fs in val_sets]
     return TrainResult(model, classes, best[1] if val_sets else epoch, epoch, history, validation)
 
 
 def _validate(model: JointModel, val_sets: Sequence[FeatureSet]) -> float | None:
-    if not val_sets:
-        return None
-    scores = [selection_score(validation_metrics(model, fs)) for fs in val_sets]
+    scores = [selection_score(validation_metrics(model, fs)) for fs in val_sets if len(fs) >= 2]
     scores = [s for s in scores if not math.isnan(s)]
     return float(np.mean(scores)) if scores else None

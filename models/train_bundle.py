@@ -116,14 +116,14 @@ def train_bundle(
                 "data_dir": str(s.data_dir) if s.data_dir else None,
                 "n_train": len(t),
                 "n_val": len(v),
+                "validation": metrics,
             }
-            for s, (t, v) in zip(request.sources, splits, strict=True)
+            for s, (t, v), metrics in zip(request.sources, splits, result.validation, strict=True)
         ],
         "val_fraction": request.val_fraction,
         "views": request.views,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
-        "validation": result.validation,
         "seconds": round(time.perf_counter() - started, 1),
     }
     save_bundle(

@@ -215,8 +215,10 @@ def train(
     with progress_bar("tower features") as report, epoch_bar(epochs) as on_epoch:
         result = run_training(request, config, report, on_epoch)
     print(f"wrote bundle {out} (best epoch {result.best_epoch} of {result.epochs_run})")
-    for direction, figures in result.validation.items():
-        print(f"  val {direction:<16} " + "  ".join(f"{k} {v:.3f}" for k, v in figures.items()))
+    for source, metrics in zip(request.sources, result.validation, strict=True):
+        for direction, figures in metrics.items():
+            values = "  ".join(f"{k} {v:.3f}" for k, v in figures.items())
+            print(f"  val {source.dataset:<8} {direction:<16} {values}")
 
 
 @app.command("eval")

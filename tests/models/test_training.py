@@ -40,7 +40,7 @@ def bundle_dir(tiny_base: str, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def test_training_beats_the_untrained_heads(bundle_dir: Path) -> None:
     meta = read_bundle_meta(bundle_dir)
-    trained = meta["training"]["validation"]["image_to_recipe"]
+    trained = meta["training"]["sources"][0]["validation"]["image_to_recipe"]
     _, val = synthetic_feature_sets(64, 64, seed=0, val_fraction=0.2)
     torch.manual_seed(0)
     untrained_model = JointModel(JointConfig(**meta["joint"]))
@@ -143,3 +143,11 @@ def test_euclidean_training_runs(tiny_base: str, tmp_path: Path) -> None:
     out = tmp_path / "euclid"
     assert main(train_args(tiny_base, out, "--metric", "euclidean", "--epochs", "3")) == 0
     assert read_bundle_meta(out)["joint"]["metric"] == "euclidean"
+
+
+def test_without_a_validation_split_every_epoch_runs(tiny_base: str, tmp_path: Path) -> None:
+    out = tmp_path / "all"
+    assert main(train_args(tiny_base, out, "--val-fraction", "0", "--epochs", "3")) == 0
+    training = read_bundle_meta(out)["training"]
+    assert training["best_epoch"] == training["epochs_run"] == 3
+    assert training["sources"][0]["n_val"] == 0 and training["sources"][0]["validation"] == {}
