@@ -8,7 +8,13 @@ BOOTSTRAP_FORMAT ?= kfood
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.installed
 
-.PHONY: install run index test lint format bench-synthetic clean
+BUNDLE     ?= var/bundles/food
+BUNDLE_INDEX_DIR ?= var/index-bundle
+TRAIN_SOURCES ?= --dataset kfood --data-dir $(DATA_DIR)/kfood \
+                 --dataset food101 --data-dir $(DATA_DIR)/food101-10 \
+                 --dataset flickr --data-dir $(DATA_DIR)/flickr8k
+
+.PHONY: install run index test lint format bench-synthetic clean bundle run-bundle eval
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +35,29 @@ run: install
 	  $(BIN)/mmsearch index "$(BOOTSTRAP)" --format $(BOOTSTRAP_FORMAT) --index-dir "$(INDEX_DIR)"; \
 	fi
 	MMSEARCH_INDEX_DIR="$(INDEX_DIR)" $(BIN)/mmsearch serve
+
+# Train the joint model (heads, recipe encoder, fusion) on the three samples; the
+# validation split (20 %, seed 0) early-stops it and its figures go into bundle.json.
+bundle: install
+	$(BIN)/mmsearch train $(TRAIN_SOURCES) --triplet-weight 0.5 --out $(BUNDLE)
+
+# Serve with the trained bundle (its own index dir: snapshots are tied to a model).
+run-bundle: install
+	@if [ ! -f "$(BUNDLE)/bundle.json" ]; then $(MAKE) bundle; fi
+	@if [ ! -f "$(BUNDLE_INDEX_DIR)/CURRENT" ]; then \
+	  MMSEARCH_MODEL=bundle:$(BUNDLE) $(BIN)/mmsearch index "$(BOOTSTRAP)" --format $(BOOTSTRAP_FORMAT) --index-dir "$(BUNDLE_INDEX_DIR)"; \
+	fi
+	MMSEARCH_MODEL=bundle:$(BUNDLE) MMSEARCH_INDEX_DIR="$(BUNDLE_INDEX_DIR)" $(BIN)/mmsearch serve
+
+# The validation-split figures of the README (same fraction and seed as training).
+eval: install
+	mkdir -p var/bench
+	$(BIN)/mmsearch eval --model $(BUNDLE) --dataset kfood --data-dir $(DATA_DIR)/kfood --split val --json var/bench/kfood-val-bundle.json
+	$(BIN)/mmsearch eval --model offline --dataset kfood --data-dir $(DATA_DIR)/kfood --split val --json var/bench/kfood-val-offline.json
+	$(BIN)/mmsearch eval --model $(BUNDLE) --dataset flickr --data-dir $(DATA_DIR)/flickr8k --split val --json var/bench/flickr-val-bundle.json
+	$(BIN)/mmsearch eval --model offline --dataset flickr --data-dir $(DATA_DIR)/flickr8k --split val --json var/bench/flickr-val-offline.json
+	$(BIN)/mmsearch eval --model $(BUNDLE) --dataset food101 --data-dir $(DATA_DIR)/food101-10 --split val --json var/bench/food101-val-bundle.json
+	$(BIN)/mmsearch eval --model offline --dataset food101 --data-dir $(DATA_DIR)/food101-10 --split val --json var/bench/food101-val-offline.json
 
 index: install
 	$(BIN)/mmsearch index "$(BOOTSTRAP)" --format $(BOOTSTRAP_FORMAT) --index-dir "$(INDEX_DIR)"

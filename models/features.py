@@ -22,7 +22,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -252,12 +252,10 @@ def extract_features(
     if views < 1:
         raise ValueError("views must be at least 1")
     path = cache_path(cache_dir, towers, records, views) if cache_dir else None
-    if path is not None and path.is_file():
-        try:
-            log.info("tower features from cache %s", path)
-            return _load(path)
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("ignoring unreadable feature cache %s (%s)", path, exc)
+    if path is not None:
+        cached = _load_cached(path, views)
+        if cached is not None:
+            return cached
     images, has_image = _image_features(towers, records, views, seed, progress)
     recipes = [r.recipe for r in records]
     features = FeatureSet(
@@ -278,6 +276,24 @@ def extract_features(
     if path is not None:
         _save(path, features)
     return features
+
+
+def _load_cached(path: Path, views: int) -> FeatureSet | None:
+    """The cached features, or those of a cache with more views cut to ``views``."""
+    prefix, suffix = path.name.split(f"-v{views}-", 1)
+    candidates = [path] + sorted(path.parent.glob(f"{prefix}-v*-{suffix}"), reverse=True)
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        try:
+            features = _load(candidate)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring unreadable feature cache %s (%s)", candidate, exc)
+            continue
+        if features.images.shape[1] >= views:
+            log.info("tower features from cache %s", candidate)
+            return replace(features, images=features.images[:, :views])
+    return None
 
 
 def _titles(towers: Towers, records: Sequence[CatalogRecord]) -> np.ndarray:

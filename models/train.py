@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.evaluate import paired_recall
+from models.evaluate import ranks_of_positives, recall_summary
 from models.features import FeatureSet
 from models.fusion import random_modality_masks
 from models.joint import JointConfig, JointModel, RecipeBatch, pad_recipes
@@ -288,6 +288,7 @@ def embed_feature_set(model: JointModel, fs: FeatureSet) -> dict[str, np.ndarray
         out["image"] = model.embed_images(batch.images).numpy()
     if batch.texts is not None:
         out["text"] = model.embed_texts(batch.texts).numpy()
+        out["groups.text"] = batch.text_groups.numpy()  # rows sharing one text (class names)
     if batch.recipes is not None:
         out["recipe"] = model.embed_recipes(batch.recipes).numpy()
     out["rows.image"] = batch.image_rows.numpy()
@@ -312,9 +313,13 @@ def validation_metrics(model: JointModel, fs: FeatureSet) -> dict[str, dict[str,
         both = vectors[f"rows.{a}"] & vectors[f"rows.{b}"]
         if both.sum() < 2:
             continue
-        a_pos = np.cumsum(vectors[f"rows.{a}"]) - 1
-        b_pos = np.cumsum(vectors[f"rows.{b}"]) - 1
-        metrics[f"{a}_to_{b}"] = paired_recall(vectors[a][a_pos[both]], vectors[b][b_pos[both]])
+        a_vecs = vectors[a][(np.cumsum(vectors[f"rows.{a}"]) - 1)[both]]
+        b_vecs = vectors[b][(np.cumsum(vectors[f"rows.{b}"]) - 1)[both]]
+        groups = np.arange(int(both.sum()))
+        if "text" in (a, b):
+            groups = vectors["groups.text"][(np.cumsum(vectors["rows.text"]) - 1)[both]]
+        positive = groups[:, None] == groups[None, :]
+        metrics[f"{a}_to_{b}"] = recall_summary(ranks_of_positives(a_vecs @ b_vecs.T, positive))
     return metrics
 
 
