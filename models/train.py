@@ -8,7 +8,8 @@ interleaved, so every batch is a coherent retrieval problem) and adds up:
   share a text (food101 class names, repeated titles) are positives of each
   other, not negatives (:func:`~models.losses.grouped_info_nce`);
 - optionally VSE++'s bidirectional triplet loss with the hardest in-batch
-  negative (``triplet_weight``);
+  negative on image-recipe pairs (``triplet_weight``; ``infonce_weight`` 0
+  leaves the triplet loss alone);
 - semantic regularisation: one classifier shared by image and recipe vectors
   (``semantic_weight``; classes = cuisine / food101 label);
 - fusion: a random non-empty subset of each item's modalities is fused and
@@ -56,6 +57,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     temperature: float = 0.07
+    infonce_weight: float = 1.0
     triplet_weight: float = 0.0
     margin: float = 0.2
     semantic_weight: float = 0.05
@@ -219,7 +221,7 @@ class Objective(torch.nn.Module):
         return torch.stack(losses).sum()
 
     def _pair_losses(self, parts: dict, groups: torch.Tensor) -> list[torch.Tensor]:
-        tau = self.temperature()
+        tau, metric = self.temperature(), self.model.config.metric
         losses = []
         for a_name, b_name in (("image", "recipe"), ("text", "image"), ("text", "recipe")):
             (a, a_rows), (b, b_rows) = parts[a_name], parts[b_name]
@@ -228,9 +230,9 @@ class Objective(torch.nn.Module):
             rows = a_rows & b_rows
             if int(rows.sum()) < 2:
                 continue
-            losses.append(
-                grouped_info_nce(a[rows], b[rows], groups[rows], tau, self.model.config.metric)
-            )
+            if self.config.infonce_weight > 0:
+                infonce = grouped_info_nce(a[rows], b[rows], groups[rows], tau, metric)
+                losses.append(self.config.infonce_weight * infonce)
             if self.config.triplet_weight > 0 and a_name == "image":
                 losses.append(
                     self.config.triplet_weight

@@ -171,6 +171,8 @@ def train(
     val_fraction: Annotated[float, typer.Option(help="Held-out share of each dataset")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of split, augmentation and init")] = 0,
     metric: Annotated[str, typer.Option(help="cosine or euclidean")] = "cosine",
+    infonce_weight: Annotated[float, typer.Option(help="Symmetric InfoNCE loss weight")] = 1.0,
+    margin: Annotated[float, typer.Option(help="Triplet loss margin")] = 0.2,
     triplet_weight: Annotated[
         float, typer.Option(help="VSE++ hardest-negative triplet loss weight")
     ] = 0.0,
@@ -209,6 +211,8 @@ def train(
         lr=lr,
         seed=seed,
         triplet_weight=triplet_weight,
+        infonce_weight=infonce_weight,
+        margin=margin,
         semantic_weight=semantic_weight,
         fusion_weight=fusion_weight,
     )
@@ -356,6 +360,45 @@ def search_table(result: SearchResult) -> str:
             f"{match.rank:>4}  {match.score:6.3f}  {match.kind:<6}  {match.item_id}  {title}"
         )
     return "\n".join(lines)
+
+
+# `mmsearch bench ...`: benchmarks (issue 3, item 7). One sub-app, one command per benchmark.
+bench_app = typer.Typer(help="Benchmarks: mmsearch bench synthetic.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("synthetic")
+def bench_synthetic(
+    seeds: Annotated[int, typer.Option(help="Seeds 0 .. SEEDS-1, mean and spread over them")] = 5,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write it here")] = None,
+    k: Annotated[
+        list[int] | None, typer.Option("--k", help="Negatives K; repeatable [5, 20, 200, 2000]")
+    ] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option(help="cosine / euclidean; repeatable [both]")
+    ] = None,
+    sample_budget: Annotated[
+        int | None, typer.Option(help="Training samples per model, for smoke runs [120000]")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr")] = True,
+) -> None:
+    """The synthetic three-modality study: every subset, both metrics, K sweep, vs the study."""
+    from models.bench_synthetic import format_synthetic_table, run_synthetic_benchmark
+
+    try:
+        result = run_synthetic_benchmark(
+            seeds,
+            ks=tuple(k) if k else (5, 20, 200, 2000),
+            metrics=tuple(metric) if metric else ("cosine", "euclidean"),
+            sample_budget=sample_budget,
+            progress=progress,
+        )
+    except ValueError as exc:
+        raise CommandInputError(f"bench synthetic: {exc}") from exc
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print(format_synthetic_table(result))
 
 
 # Errors caused by what the user asked for: one line on stderr, no traceback.

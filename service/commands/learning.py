@@ -51,6 +51,10 @@ def run_training(
         raise CommandInputError("--val-fraction must be in [0, 1)")
     if config.epochs < 1 or config.batch_size < 2:
         raise CommandInputError("--epochs must be at least 1 and --batch-size at least 2")
+    if config.infonce_weight < 0 or config.triplet_weight < 0 or config.semantic_weight < 0:
+        raise CommandInputError("loss weights cannot be negative")
+    if config.infonce_weight == 0 and config.triplet_weight == 0:
+        raise CommandInputError("--infonce-weight and --triplet-weight cannot both be 0")
     return train_bundle(request, config, progress=progress, on_epoch=on_epoch)
 
 

@@ -151,3 +151,13 @@ def test_without_a_validation_split_every_epoch_runs(tiny_base: str, tmp_path: P
     training = read_bundle_meta(out)["training"]
     assert training["best_epoch"] == training["epochs_run"] == 3
     assert training["sources"][0]["n_val"] == 0 and training["sources"][0]["validation"] == {}
+
+
+def test_triplet_loss_alone_trains_and_no_loss_is_refused(tiny_base: str, tmp_path: Path) -> None:
+    out = tmp_path / "triplet"
+    args = train_args(tiny_base, out, "--infonce-weight", "0", "--triplet-weight", "1")
+    assert main([*args, "--epochs", "8"]) == 0
+    r1 = read_bundle_meta(out)["training"]["sources"][0]["validation"]["image_to_recipe"]["R@1"]
+    assert r1 > 0.2  # chance is 1/48
+    nothing = train_args(tiny_base, tmp_path / "none", "--infonce-weight", "0")
+    assert main(nothing) == 2
