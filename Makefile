@@ -39,7 +39,7 @@ run: install
 # Train the joint model (heads, recipe encoder, fusion) on the three samples; the
 # validation split (20 %, seed 0) early-stops it and its figures go into bundle.json.
 bundle: install
-	$(BIN)/mmsearch train $(TRAIN_SOURCES) --triplet-weight 0.5 --out $(BUNDLE)
+	$(BIN)/mmsearch train $(TRAIN_SOURCES) --triplet-weight 0.5 --views 2 --out $(BUNDLE)
 
 # Serve with the trained bundle (its own index dir: snapshots are tied to a model).
 run-bundle: install

@@ -73,8 +73,10 @@ def test_photo_finds_its_own_item_and_recipes(client: TestClient, kfood_sample: 
     recipes = [json.loads(line) for line in (kfood_sample / "recipes.jsonl").open()]
     first = recipes[0]
     with open(kfood_sample / first["image"], "rb") as fp:
-        response = client.post("/search/image?k=3", files={"file": ("dish.jpg", fp, "image/jpeg")})
+        files = {"file": ("dish.jpg", fp, "image/jpeg")}
+        response = client.post("/search/image", files=files, data={"k": "3"})
     assert response.status_code == 200
+    assert len(response.json()["matches"]) == 3
     assert response.json()["matches"][0]["id"] == first["id"]
     only_recipes = client.post(
         "/search", json={"query": {"image": b64((kfood_sample / first["image"]).read_bytes())},
