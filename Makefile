@@ -63,8 +63,8 @@ index: install
 	$(BIN)/mmsearch index "$(BOOTSTRAP)" --format $(BOOTSTRAP_FORMAT) --index-dir "$(INDEX_DIR)"
 
 lint: install
-	$(BIN)/ruff check models index service tests
-	$(BIN)/ruff format --check models index service tests
+	$(BIN)/ruff check models index service tests scripts
+	$(BIN)/ruff format --check models index service tests scripts
 	$(BIN)/mypy
 
 format: install

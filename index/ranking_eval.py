@@ -136,23 +136,36 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-queries", type=int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    parser.add_argument(
+        "--split",
+        choices=("all", "val"),
+        default="all",
+        help="val: only the records a bundle trained with --val-fraction/--seed held out",
+    )
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from models.datasets import open_dataset
+    from models.datasets import open_dataset, split_records
     from models.registry import load_encoder
 
     args = _parse(argv)
     encoder = load_encoder(args.model, device=args.device)
+    records: Iterable[CatalogRecord] = open_dataset(args.data_dir, args.format)
+    if args.split == "val":
+        records = split_records(records, args.val_fraction, args.seed)[1]
     result = compare_rankings(
         encoder,
-        open_dataset(args.data_dir, args.format),
+        records,
         prototypes=PrototypeOptions(class_field=args.class_field),
         weights=args.weights or DEFAULT_WEIGHTS,
         max_queries=args.max_queries,
     )
-    result.update(dataset=args.format, model=args.model, data_dir=str(args.data_dir))
+    result.update(
+        dataset=args.format, model=args.model, data_dir=str(args.data_dir), split=args.split
+    )
     text = json.dumps(result, ensure_ascii=False, indent=2)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
