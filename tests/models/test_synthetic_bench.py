@@ -11,6 +11,7 @@ import torch
 from models.bench_synthetic import (
     KNOWN_CLASSES,
     TrainSettings,
+    _lr_factor,
     evaluate_subset,
     format_synthetic_table,
     prototype_topk,
@@ -137,3 +138,20 @@ def test_run_synthetic_benchmark_rows_are_json_ready() -> None:
     ]
     with pytest.raises(ValueError):
         run_synthetic_benchmark(1, metrics=("manhattan",), progress=False)
+
+
+def test_cosine_schedule_decays_to_zero_and_bad_schedules_fail() -> None:
+    factor = _lr_factor("cosine", 100)
+    assert factor(0) == pytest.approx(1.0)
+    assert factor(50) == pytest.approx(0.5)
+    assert factor(100) == pytest.approx(0.0)
+    assert _lr_factor("constant", 100)(70) == 1.0
+    data = make_synthetic_dataset(1, n_classes=31, per_class=20)
+    settings = TrainSettings(
+        metric="cosine",
+        negatives=20,
+        sample_budget=21,
+        schedule="step",  # type: ignore[arg-type]
+    )
+    with pytest.raises(ValueError, match="schedule"):
+        train_fusion(data.train.of_classes(KNOWN_CLASSES), data.dims, settings, seed=0)
