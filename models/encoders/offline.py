@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +37,7 @@ from PIL import Image
 
 from models.encoders import imagenet
 from models.encoders.base import l2_normalize
+from models.files import atomic_write
 from models.types import Recipe
 
 log = logging.getLogger(__name__)
@@ -258,17 +258,7 @@ class OfflineEncoder:
     @staticmethod
     def _save_atomically(path: Path, array: np.ndarray) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as fp:
-                    np.save(fp, array, allow_pickle=False)
-                    fp.flush()
-                    os.fsync(fp.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(path, lambda fp: np.save(fp, array, allow_pickle=False))
         except OSError as exc:  # a read-only cache only costs recomputation next time
             log.warning("could not write label-vector cache %s: %s", path, exc)
 
