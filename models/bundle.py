@@ -14,6 +14,7 @@ snapshots built with one bundle refuse another.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Sequence
@@ -28,13 +29,15 @@ from safetensors.torch import load_file, save
 from models.encoders.base import l2_normalize
 from models.files import atomic_write, sha256_of_file
 from models.joint import MODALITIES, JointConfig, JointModel, pad_recipes
-from models.towers import Towers, load_towers
+from models.tower_tuning import SPLIT_STAGE, VisionTop
+from models.towers import OfflineTowers, Towers, load_towers
 from models.types import Recipe
 
 BUNDLE_FORMAT = "mmsearch-bundle"
 BUNDLE_VERSION = 1
 CONFIG_FILE = "bundle.json"
 WEIGHTS_FILE = "model.safetensors"
+TOWER_FILE = "tower.safetensors"
 
 
 class BundleError(ValueError):
@@ -49,12 +52,15 @@ def save_bundle(
     base_fingerprint: str,
     classes: Sequence[str] = (),
     training: dict[str, Any] | None = None,
+    tuned_top: VisionTop | None = None,
 ) -> Path:
-    """Write the bundle into ``out_dir`` (weights first, ``bundle.json`` last, each atomically)."""
+    """Write the bundle into ``out_dir`` (weights first, ``bundle.json`` last, each atomically).
+
+    ``tuned_top`` is a fine-tuned top of the offline image tower
+    (:mod:`models.tower_tuning`); ``base_fingerprint`` stays the untuned base's.
+    """
     weights = out_dir / WEIGHTS_FILE
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    blob = save(state)
-    atomic_write(weights, lambda fp: fp.write(blob))
+    _save_state(weights, model.state_dict())
     meta = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -66,9 +72,31 @@ def save_bundle(
         "weights_sha256": sha256_of_file(weights),
         "training": training or {},
     }
+    if tuned_top is not None:
+        _save_state(out_dir / TOWER_FILE, tuned_top.state_dict())
+        meta["tower"] = {
+            "kind": "efficientnet-lite0-top",
+            "split_stage": SPLIT_STAGE,
+            "weights": TOWER_FILE,
+            "weights_sha256": sha256_of_file(out_dir / TOWER_FILE),
+        }
     text = json.dumps(meta, ensure_ascii=False, indent=2).encode("utf-8")
     atomic_write(out_dir / CONFIG_FILE, lambda fp: fp.write(text))
     return out_dir
+
+
+def _save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
+    blob = save({k: v.detach().float().cpu().contiguous() for k, v in state.items()})
+    atomic_write(path, lambda fp: fp.write(blob))
+
+
+def _checked_weights(path: Path, name: str, sha256: object) -> Path:
+    weights = path / name
+    if not weights.is_file():
+        raise BundleError(f"bundle weights missing: {weights}")
+    if sha256_of_file(weights) != sha256:
+        raise BundleError(f"{weights} does not match the sha256 recorded in {CONFIG_FILE}")
+    return weights
 
 
 def read_bundle_meta(path: Path) -> dict[str, Any]:
@@ -88,11 +116,9 @@ def read_bundle_meta(path: Path) -> dict[str, Any]:
 
 
 def load_joint_model(path: Path, meta: dict[str, Any]) -> JointModel:
-    weights = path / str(meta.get("weights", WEIGHTS_FILE))
-    if not weights.is_file():
-        raise BundleError(f"bundle weights missing: {weights}")
-    if sha256_of_file(weights) != meta.get("weights_sha256"):
-        raise BundleError(f"{weights} does not match the sha256 recorded in {CONFIG_FILE}")
+    weights = _checked_weights(
+        path, str(meta.get("weights", WEIGHTS_FILE)), meta.get("weights_sha256")
+    )
     try:
         model = JointModel(JointConfig(**meta["joint"]))
         model.load_state_dict(load_file(str(weights)), strict=True)
@@ -111,7 +137,27 @@ def load_bundle(path: Path, device: str = "cpu", towers: Towers | None = None) -
             f"bundle {path} was trained on base {meta['base']!r} with fingerprint "
             f"{meta.get('base_fingerprint')}, but the base loaded here has {towers.fingerprint}"
         )
+    if "tower" in meta:
+        towers = _with_tuned_top(path, meta["tower"], towers)
     return BundleEncoder(path, meta, load_joint_model(path, meta), towers)
+
+
+def _with_tuned_top(path: Path, tower: dict[str, Any], towers: Towers) -> Towers:
+    """The base towers with the bundle's fine-tuned image top in place."""
+    if not isinstance(towers, OfflineTowers):
+        raise BundleError(f"bundle {path} tunes the offline image tower; its base is not offline")
+    if tower.get("split_stage") != SPLIT_STAGE:
+        raise BundleError(
+            f"bundle {path} cuts the image tower at stage {tower.get('split_stage')}, "
+            f"this version at {SPLIT_STAGE}"
+        )
+    weights = _checked_weights(path, str(tower.get("weights")), tower.get("weights_sha256"))
+    top = copy.deepcopy(towers.original_top)
+    try:
+        top.load_state_dict(load_file(str(weights)), strict=True)
+    except RuntimeError as exc:
+        raise BundleError(f"bundle {path}: the tuned tower does not fit: {exc}") from exc
+    return towers.with_tuned_top(top)
 
 
 class BundleEncoder:
@@ -122,10 +168,12 @@ class BundleEncoder:
         self.meta = meta
         self.model = model.to(towers.device)
         self.towers = towers
-        payload = json.dumps(
-            [meta["base_fingerprint"], meta["joint"], meta["weights_sha256"]], sort_keys=True
-        )
-        self._fingerprint = "bundle-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+        tower_sha = meta.get("tower", {}).get("weights_sha256")
+        payload = [meta["base_fingerprint"], meta["joint"], meta["weights_sha256"]]
+        # Untuned bundles keep the fingerprint they had before towers could be tuned.
+        payload += [tower_sha] if tower_sha else []
+        payload_text = json.dumps(payload, sort_keys=True)
+        self._fingerprint = "bundle-" + hashlib.sha256(payload_text.encode()).hexdigest()[:16]
 
     @property
     def dim(self) -> int:

@@ -114,7 +114,7 @@ def class_name_text(label: str) -> str:
 # --------------------------------------------------------------------------- cache key
 
 
-def _records_key(records: Sequence[CatalogRecord]) -> str:
+def records_key(records: Sequence[CatalogRecord]) -> str:
     digest = hashlib.sha256()
     for r in records:
         stat = r.image_path.stat() if r.image_path and r.image_path.is_file() else None
@@ -136,7 +136,7 @@ def _records_key(records: Sequence[CatalogRecord]) -> str:
 def cache_path(
     cache_dir: Path, towers: Towers, records: Sequence[CatalogRecord], views: int
 ) -> Path:
-    key = f"{towers.fingerprint}-{_records_key(records)}-v{views}-f{FEATURES_VERSION}"
+    key = f"{towers.fingerprint}-{records_key(records)}-v{views}-f{FEATURES_VERSION}"
     return cache_dir / "features" / f"{key}.npz"
 
 
@@ -238,8 +238,14 @@ def extract_features(
     seed: int = 0,
     cache_dir: Path | None = None,
     progress: ProgressCallback | None = None,
+    images: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FeatureSet:
-    """Features of ``records`` (cached under ``cache_dir`` when given)."""
+    """Features of ``records`` (cached under ``cache_dir`` when given).
+
+    ``images`` = (features (n, views, image_dim), has_image (n,)) computed
+    elsewhere (from cached tower maps, see :mod:`models.tower_tuning`) skips
+    the towers' image passes.
+    """
     if views < 1:
         raise ValueError("views must be at least 1")
     path = cache_path(cache_dir, towers, records, views) if cache_dir else None
@@ -247,12 +253,14 @@ def extract_features(
         cached = _load_cached(path, views)
         if cached is not None:
             return cached
-    images, has_image = _image_features(towers, records, views, seed, progress)
+    if images is None:
+        images = _image_features(towers, records, views, seed, progress)
+    image_features, has_image = images
     recipes = [r.recipe for r in records]
     features = FeatureSet(
         ids=[r.id for r in records],
         labels=[r.label for r in records],
-        images=images,
+        images=image_features,
         has_image=has_image,
         queries=_embed_unique(towers, [query_texts(r) for r in records], query=True),
         titles=_titles(towers, records),

@@ -19,7 +19,7 @@ Images can be fed as PIL images (evaluation transform) or as ready tensors
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -27,6 +27,10 @@ from PIL import Image
 
 from models.encoders.base import Encoder
 from models.registry import load_encoder
+from models.tower_tuning import SPLIT_STAGE, VisionTop, run_bottom, top_digest
+
+if TYPE_CHECKING:
+    from models.encoders.offline import OfflineEncoder
 
 
 class Towers(Protocol):
@@ -91,10 +95,25 @@ def _augmented_batches(
 class OfflineTowers:
     """EfficientNet-Lite0 (+ ConSE) and multilingual-e5-small, as in the offline encoder."""
 
-    def __init__(self, *, device: str = "auto") -> None:
+    def __init__(
+        self,
+        *,
+        device: str = "auto",
+        tuned_top: VisionTop | None = None,
+        encoder: OfflineEncoder | None = None,
+    ) -> None:
         from models.encoders.offline import OfflineEncoder
 
-        self._encoder = OfflineEncoder(device=device)
+        self._encoder = encoder if encoder is not None else OfflineEncoder(device=device)
+        net = self._encoder.vision_network
+        # The original top keeps producing the ImageNet logits ConSE reads; a
+        # tuned top (see models.tower_tuning) only replaces the pooled features.
+        self._original_top = VisionTop(net).eval()
+        self._tuned_top = (
+            tuned_top.to(self._encoder.device, self._encoder.vision_dtype).eval()
+            if tuned_top is not None
+            else None
+        )
 
     @property
     def spec(self) -> str:
@@ -102,7 +121,26 @@ class OfflineTowers:
 
     @property
     def fingerprint(self) -> str:
+        if self._tuned_top is None:
+            return self._encoder.fingerprint
+        return f"{self._encoder.fingerprint}+top{SPLIT_STAGE}-{top_digest(self._tuned_top)}"
+
+    @property
+    def base_fingerprint(self) -> str:
+        """The fingerprint of the untuned towers this one was built on."""
         return self._encoder.fingerprint
+
+    @property
+    def original_top(self) -> VisionTop:
+        return self._original_top
+
+    @property
+    def tuned_top(self) -> VisionTop | None:
+        return self._tuned_top
+
+    def with_tuned_top(self, top: VisionTop) -> OfflineTowers:
+        """The same encoder (loaded once) with ``top`` in place of the pooled-feature top."""
+        return OfflineTowers(tuned_top=top, encoder=self._encoder)
 
     @property
     def image_dim(self) -> int:
@@ -117,9 +155,54 @@ class OfflineTowers:
         return self._encoder.device
 
     def _features(self, batch: torch.Tensor) -> np.ndarray:
-        pooled, logits = self._encoder.vision_features(batch)
+        if self._tuned_top is None:
+            pooled, logits = self._encoder.vision_features(batch)
+            conse = self._encoder.conse(logits)
+            return np.concatenate([pooled.cpu().numpy(), conse], axis=1).astype(np.float32)
+        with torch.inference_mode():
+            maps = run_bottom(self._encoder.vision_network, self._to_device(batch))
+        return self._features_from_maps(maps)
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.device, self._encoder.vision_dtype, non_blocking=True)
+
+    def _features_from_maps(self, maps: torch.Tensor) -> np.ndarray:
+        net = self._encoder.vision_network
+        with torch.inference_mode():
+            logits = net.get_classifier()(self._original_top(maps)).float()
+            top = self._tuned_top if self._tuned_top is not None else self._original_top
+            pooled = top(maps).float().cpu().numpy()
         conse = self._encoder.conse(logits)
-        return np.concatenate([pooled.cpu().numpy(), conse], axis=1).astype(np.float32)
+        return np.concatenate([pooled, conse], axis=1).astype(np.float32)
+
+    def features_from_maps(self, maps: np.ndarray, batch_size: int = 128) -> np.ndarray:
+        """(n, views, C, H, W) cached bottom maps -> (n, views, image_dim) features."""
+        n, views = maps.shape[:2]
+        flat = maps.reshape(n * views, *maps.shape[2:])
+        parts = [
+            self._features_from_maps(self._to_device(torch.from_numpy(flat[i : i + batch_size])))
+            for i in range(0, len(flat), batch_size)
+        ]
+        out = np.concatenate(parts) if parts else np.empty((0, self.image_dim), np.float32)
+        return out.reshape(n, views, self.image_dim)
+
+    def bottom_maps(self, images: Sequence[Image.Image], views: int, seed: int) -> np.ndarray:
+        """(n, views, C, H, W) float16 bottom maps: view 0 evaluation transform, then
+        ``views - 1`` augmentations seeded as in :meth:`augmented_image_features`."""
+        from models.encoders import imagenet
+
+        net = self._encoder.vision_network
+        batches = [self._encoder.preprocess_images(images)]
+        if views > 1:
+            transform = _augment_transform(imagenet.INPUT_SIZE, imagenet.MEAN, imagenet.STD)
+            batches.append(_augmented_batches(images, views - 1, seed, transform))
+        with torch.inference_mode():
+            parts = [run_bottom(net, self._to_device(b)).half().cpu().numpy() for b in batches]
+        clean = parts[0][:, None]
+        if views == 1:
+            return clean
+        augmented = parts[1].reshape(len(images), views - 1, *parts[1].shape[1:])
+        return np.concatenate([clean, augmented], axis=1)
 
     def image_features(self, images: Sequence[Image.Image]) -> np.ndarray:
         step = self._encoder.image_batch_size

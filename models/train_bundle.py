@@ -16,14 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.bundle import save_bundle
 from models.datasets import open_dataset, split_records
-from models.features import FeatureSet, extract_features
+from models.features import FeatureSet, extract_features, records_key
 from models.joint import JointConfig
 from models.losses import check_metric
 from models.synthetic_retrieval import synthetic_feature_sets
-from models.towers import Towers, load_towers
+from models.tower_tuning import TowerMaps, TuneConfig, extract_maps, tune_top
+from models.towers import OfflineTowers, Towers, load_towers
 from models.train import EpochCallback, TrainConfig, TrainResult, train_joint
+from models.types import CatalogRecord
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +53,28 @@ class BundleRequest:
     metric: str = "cosine"
     cache_dir: Path | None = None
     device: str = "auto"
+    tune_tower: TuneConfig | None = None  # fine-tune the offline image tower's top first
+
+
+def _read_records(source: Source) -> list[CatalogRecord]:
+    if source.data_dir is None:
+        raise ValueError(f"--dataset {source.dataset} needs a --data-dir")
+    return list(open_dataset(source.data_dir, source.dataset))
 
 
 def _split_features(
     towers: Towers,
     source: Source,
+    records: list[CatalogRecord] | None,
     request: BundleRequest,
     config: TrainConfig,
     progress: ProgressCallback | None,
+    images: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[FeatureSet, FeatureSet]:
-    if source.dataset == "synthetic":
+    if records is None:  # the synthetic source: generated features, no files
         return synthetic_feature_sets(
             towers.image_dim, towers.text_dim, seed=config.seed, val_fraction=request.val_fraction
         )
-    if source.data_dir is None:
-        raise ValueError(f"--dataset {source.dataset} needs a --data-dir")
-    records = list(open_dataset(source.data_dir, source.dataset))
     features = extract_features(
         towers,
         records,
@@ -72,13 +82,67 @@ def _split_features(
         seed=config.seed,
         cache_dir=request.cache_dir,
         progress=progress,
+        images=images,
     )
-    train, val = split_records(records, request.val_fraction, seed=config.seed)
-    val_ids = {r.id for r in val}
+    val_ids = _val_ids(records, request, config)
     val_idx = [i for i, id_ in enumerate(features.ids) if id_ in val_ids]
     train_idx = [i for i, id_ in enumerate(features.ids) if id_ not in val_ids]
     log.info("%s: %d train / %d validation records", source.dataset, len(train_idx), len(val_idx))
     return features.take(train_idx), features.take(val_idx)
+
+
+def _val_ids(records: list[CatalogRecord], request: BundleRequest, config: TrainConfig) -> set[str]:
+    _, val = split_records(records, request.val_fraction, seed=config.seed)
+    return {r.id for r in val}
+
+
+def _tuned_towers(
+    towers: Towers,
+    all_records: list[list[CatalogRecord] | None],
+    request: BundleRequest,
+    config: TrainConfig,
+    progress: ProgressCallback | None,
+) -> tuple[OfflineTowers, list[tuple[np.ndarray, np.ndarray] | None]]:
+    """Fine-tune the image tower's top on the labelled training records of every source.
+
+    Returns the tuned towers and each source's image features computed through
+    them from the cached bottom maps (None for sources without files).
+    """
+    assert request.tune_tower is not None
+    if not isinstance(towers, OfflineTowers):
+        raise ValueError("--tune-tower works with the offline base only")
+    maps: list[TowerMaps | None] = [
+        None
+        if records is None
+        else extract_maps(
+            towers,
+            records,
+            views=request.views,
+            seed=config.seed,
+            records_key=records_key(records),
+            cache_dir=request.cache_dir,
+            progress=progress,
+        )
+        for records in all_records
+    ]
+    rows, labels = [], []
+    for records, tower_maps in zip(all_records, maps, strict=True):
+        if records is None or tower_maps is None:
+            continue
+        val_ids = _val_ids(records, request, config)
+        for i, r in enumerate(records):
+            if r.label and tower_maps.has_image[i] and r.id not in val_ids:
+                rows.append(tower_maps.maps[i])
+                labels.append(r.label)
+    log.info("tuning the image tower's top on %d labelled training images", len(rows))
+    top = tune_top(towers.original_top, np.stack(rows), labels, request.tune_tower, _log_tune_epoch)
+    tuned = towers.with_tuned_top(top)
+    images = [None if m is None else (tuned.features_from_maps(m.maps), m.has_image) for m in maps]
+    return tuned, images
+
+
+def _log_tune_epoch(epoch: int, loss: float, accuracy: float) -> None:
+    log.info("tower tuning epoch %d: loss %.4f, training accuracy %.3f", epoch, loss, accuracy)
 
 
 def train_bundle(
@@ -99,7 +163,18 @@ def train_bundle(
             )
     started = time.perf_counter()
     towers = towers if towers is not None else load_towers(request.base, device=request.device)
-    splits = [_split_features(towers, s, request, config, progress) for s in request.sources]
+    all_records = [None if s.dataset == "synthetic" else _read_records(s) for s in request.sources]
+    images: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(all_records)
+    base_fingerprint = towers.fingerprint
+    tuned_top = None
+    if request.tune_tower is not None:
+        towers, images = _tuned_towers(towers, all_records, request, config, progress)
+        tuned_top = towers.tuned_top
+        base_fingerprint = towers.base_fingerprint
+    splits = [
+        _split_features(towers, s, records, request, config, progress, source_images)
+        for s, records, source_images in zip(request.sources, all_records, images, strict=True)
+    ]
     joint = JointConfig(
         image_dim=towers.image_dim,
         text_dim=towers.text_dim,
@@ -122,6 +197,7 @@ def train_bundle(
         ],
         "val_fraction": request.val_fraction,
         "views": request.views,
+        "tune_tower": request.tune_tower.to_dict() if request.tune_tower else None,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "seconds": round(time.perf_counter() - started, 1),
@@ -130,8 +206,9 @@ def train_bundle(
         request.out_dir,
         result.model,
         base=towers.spec,
-        base_fingerprint=towers.fingerprint,
+        base_fingerprint=base_fingerprint,
         classes=result.classes,
         training=training,
+        tuned_top=tuned_top,
     )
     return result

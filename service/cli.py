@@ -181,9 +181,18 @@ def train(
     views: Annotated[int, typer.Option(help="Cached image views (1 = no augmentation)")] = 4,
     dim: Annotated[int, typer.Option(help="Joint space dimension")] = 384,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    tune_tower_epochs: Annotated[
+        int,
+        typer.Option(
+            help="Fine-tune the offline image tower's last stages on the labelled training "
+            "images for this many epochs first (0 = frozen towers)"
+        ),
+    ] = 0,
+    tune_tower_lr: Annotated[float, typer.Option(help="Peak LR of the tower's top")] = 3e-4,
 ) -> None:
     """Train heads, recipe encoder and fusion on frozen towers; write a bundle."""
     from models.losses import check_metric
+    from models.tower_tuning import TuneConfig
     from models.train import TrainConfig
     from models.train_bundle import BundleRequest
     from service.commands.learning import pair_sources, run_training
@@ -204,6 +213,9 @@ def train(
         cache_dir=settings.cache_dir,
         device=device,
         metric=metric,
+        tune_tower=TuneConfig(epochs=tune_tower_epochs, lr=tune_tower_lr, seed=seed)
+        if tune_tower_epochs > 0
+        else None,
     )
     config = TrainConfig(
         epochs=epochs,

@@ -314,6 +314,15 @@ class OfflineEncoder:
             logits = self._vision(batch.to(self._device, self._dtype, non_blocking=True))
         return logits.float()
 
+    @property
+    def vision_network(self) -> Any:
+        """The timm EfficientNet (eval mode; its API is timm's, not nn.Module's)."""
+        return self._vision
+
+    @property
+    def vision_dtype(self) -> torch.dtype:
+        return self._dtype
+
     def vision_features(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Device step for trained heads: (pooled pre-logit features (n, 1280), logits)."""
         vision: Any = self._vision  # timm's EfficientNet API; nn.Module types hide it

@@ -16,6 +16,10 @@ from service.commands import CommandInputError
 EVAL_DATASETS = ("kfood", "flickr", "food101")
 
 
+# Datasets whose records carry a class label the tower's top can be tuned on.
+LABELLED_DATASETS = ("kfood", "food101")
+
+
 def pair_sources(datasets: list[str], data_dirs: list[Path]) -> tuple[Source, ...]:
     """``--dataset`` / ``--data-dir`` pairs in order (``synthetic`` needs no dir)."""
     sources: list[Source] = []
@@ -55,6 +59,16 @@ def run_training(
         raise CommandInputError("loss weights cannot be negative")
     if config.infonce_weight == 0 and config.triplet_weight == 0:
         raise CommandInputError("--infonce-weight and --triplet-weight cannot both be 0")
+    if request.tune_tower is not None and request.base != "offline":
+        raise CommandInputError("--tune-tower-epochs works with --base offline only")
+    if request.tune_tower is not None and request.tune_tower.lr <= 0:
+        raise CommandInputError("--tune-tower-lr must be positive")
+    if request.tune_tower is not None and not any(
+        s.dataset in LABELLED_DATASETS for s in request.sources
+    ):
+        raise CommandInputError(
+            "--tune-tower-epochs needs a labelled dataset (kfood or food101) among --dataset"
+        )
     return train_bundle(request, config, progress=progress, on_epoch=on_epoch)
 
 

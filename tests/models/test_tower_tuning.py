@@ -1,0 +1,174 @@
+"""Fine-tuning the offline image tower's top on cached bottom maps (models.tower_tuning)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.bundle import TOWER_FILE, BundleError, load_bundle
+from models.images import load_image
+from models.tower_tuning import TuneConfig, VisionTop, run_bottom, tune_top
+from models.towers import OfflineTowers
+from service.cli import main
+
+
+@pytest.fixture(scope="module")
+def towers(offline_encoder) -> OfflineTowers:  # type: ignore[no-untyped-def]
+    return OfflineTowers(encoder=offline_encoder)
+
+
+@pytest.fixture(scope="module")
+def burritos(burrito_paths: list[Path]) -> list[Image.Image]:
+    return [load_image(p) for p in burrito_paths[:4]]
+
+
+def test_bottom_then_top_is_the_whole_network(offline_encoder, towers: OfflineTowers) -> None:  # type: ignore[no-untyped-def]
+    batch = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    pooled, _ = offline_encoder.vision_features(batch)
+    with torch.inference_mode():
+        split = towers.original_top(run_bottom(offline_encoder.vision_network, batch))
+    torch.testing.assert_close(split, pooled, rtol=1e-4, atol=1e-4)
+
+
+def test_features_from_cached_maps_match_direct_features(
+    towers: OfflineTowers, burritos: list[Image.Image]
+) -> None:
+    maps = towers.bottom_maps(burritos, views=2, seed=3)
+    assert maps.shape[:2] == (4, 2) and maps.dtype == np.float16
+    from_maps = towers.features_from_maps(maps)
+    direct = towers.image_features(burritos)
+    augmented = towers.augmented_image_features(burritos, 1, seed=3)
+    # float16 maps: close, not equal
+    np.testing.assert_allclose(from_maps[:, 0], direct, atol=0.05, rtol=0.05)
+    np.testing.assert_allclose(from_maps[:, 1], augmented[:, 0], atol=0.05, rtol=0.05)
+
+
+@pytest.fixture(scope="module")
+def two_class_maps(
+    towers: OfflineTowers, burritos: list[Image.Image], shared_data: Path
+) -> tuple[np.ndarray, list[str]]:
+    """Bottom maps (2 views) of four burrito and four apple-pie photos."""
+    pies = sorted((shared_data / "food101-10" / "images" / "apple_pie").glob("*.jpg"))[:4]
+    images = burritos + [load_image(p) for p in pies]
+    return towers.bottom_maps(images, views=2, seed=0), ["burrito"] * 4 + ["pie"] * 4
+
+
+def test_tuning_fits_the_labels_and_leaves_the_original_alone(
+    towers: OfflineTowers, two_class_maps: tuple[np.ndarray, list[str]]
+) -> None:
+    maps, labels = two_class_maps
+    config = TuneConfig(epochs=4, lr=1e-3, head_lr=1e-2, batch_size=4)
+    epochs: list[tuple[float, float]] = []
+    original = {k: v.clone() for k, v in towers.original_top.state_dict().items()}
+    tuned = tune_top(
+        towers.original_top, maps, labels, config, lambda _e, loss, acc: epochs.append((loss, acc))
+    )
+    assert len(epochs) == 4
+    assert epochs[-1][0] < epochs[0][0] and epochs[-1][1] >= epochs[0][1]
+    for key, value in towers.original_top.state_dict().items():
+        assert torch.equal(value, original[key]), key  # tuning works on a copy
+    assert any(not torch.equal(v, original[k]) for k, v in tuned.state_dict().items())
+
+
+def test_tuning_needs_two_classes(
+    towers: OfflineTowers, two_class_maps: tuple[np.ndarray, list[str]]
+) -> None:
+    with pytest.raises(ValueError, match="two classes"):
+        tune_top(towers.original_top, two_class_maps[0], ["a"] * 8, TuneConfig(epochs=1))
+
+
+def test_tuned_towers_have_their_own_fingerprint(
+    towers: OfflineTowers, burritos: list[Image.Image]
+) -> None:
+    top = VisionTop(towers._encoder.vision_network)  # noqa: SLF001 - a fresh copy to perturb
+    with torch.no_grad():
+        top.conv_head.weight.mul_(1.5)
+    tuned = towers.with_tuned_top(top)
+    assert tuned.fingerprint != towers.fingerprint
+    assert tuned.base_fingerprint == towers.fingerprint
+    plain, changed = towers.image_features(burritos), tuned.image_features(burritos)
+    # pooled half changes, the ConSE half (from the original top) does not
+    assert not np.allclose(plain[:, :1280], changed[:, :1280], atol=1e-3)
+    np.testing.assert_allclose(plain[:, 1280:], changed[:, 1280:], atol=1e-4)
+
+
+def _food101_sample(source: Path, dest: Path, per_class: int) -> Path:
+    classes = ["apple_pie", "baklava"]
+    (dest / "classes.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
+    lines = ["image\tlabel"]
+    for label in classes:
+        (dest / "images" / label).mkdir(parents=True)
+        for path in sorted((source / "images" / label).glob("*.jpg"))[:per_class]:
+            shutil.copy(path, dest / "images" / label / path.name)
+            lines.append(f"images/{label}/{path.name}\t{label}")
+    (dest / "labels.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def tuned_bundle(
+    shared_data: Path,
+    offline_cache_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """``mmsearch train --tune-tower-epochs 1`` on 16 food101 photos of two classes."""
+    import os
+
+    data = _food101_sample(shared_data / "food101-10", tmp_path_factory.mktemp("food16"), 8)
+    out = tmp_path_factory.mktemp("tuned") / "bundle"
+    previous = os.environ.get("MMSEARCH_CACHE_DIR")
+    os.environ["MMSEARCH_CACHE_DIR"] = str(offline_cache_dir)
+    try:
+        args = ["train", "--dataset", "food101", "--data-dir", str(data), "--out", str(out)]
+        args += ["--epochs", "2", "--views", "2", "--dim", "32", "--tune-tower-epochs", "1"]
+        args += ["--val-fraction", "0.25"]
+        assert main(args) == 0
+    finally:
+        if previous is None:
+            os.environ.pop("MMSEARCH_CACHE_DIR", None)
+        else:
+            os.environ["MMSEARCH_CACHE_DIR"] = previous
+    return out
+
+
+def test_a_tuned_bundle_carries_and_applies_its_tower(
+    tuned_bundle: Path, towers: OfflineTowers, burritos: list[Image.Image]
+) -> None:
+    meta = json.loads((tuned_bundle / "bundle.json").read_text())
+    assert meta["tower"]["weights"] == TOWER_FILE and (tuned_bundle / TOWER_FILE).is_file()
+    assert meta["base_fingerprint"] == towers.fingerprint
+    assert meta["training"]["tune_tower"]["epochs"] == 1
+    encoder = load_bundle(tuned_bundle, towers=towers)
+    assert encoder.towers.fingerprint != towers.fingerprint  # the tuned top is in use
+    vectors = encoder.encode_images(burritos)
+    assert vectors.shape == (4, 32)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    again = load_bundle(tuned_bundle, towers=towers)
+    assert again.fingerprint == encoder.fingerprint
+    np.testing.assert_allclose(again.encode_images(burritos), vectors, atol=1e-6)
+
+
+def test_a_tampered_tower_is_refused(
+    tuned_bundle: Path, towers: OfflineTowers, tmp_path: Path
+) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(tuned_bundle, copy)
+    with open(copy / TOWER_FILE, "r+b") as fp:
+        fp.seek(-8, 2)
+        fp.write(b"\x00" * 8)
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(copy, towers=towers)
+
+
+def test_tower_tuning_options_are_checked(tmp_path: Path, shared_data: Path) -> None:
+    flickr = ["--dataset", "flickr", "--data-dir", str(shared_data / "flickr8k")]
+    assert main(["train", *flickr, "--out", str(tmp_path / "a"), "--tune-tower-epochs", "1"]) == 2
+    base = ["--base", "openclip:mmsearch-tiny-vit"]
+    synthetic = ["train", "--dataset", "synthetic", "--out", str(tmp_path / "b"), *base]
+    assert main([*synthetic, "--tune-tower-epochs", "1"]) == 2
