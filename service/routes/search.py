@@ -7,16 +7,19 @@ import time
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 
 from index.ranking import DEFAULT_CLASS_WEIGHT, Ranking, RankMode
 from index.snapshot import Snapshot
 from service.deps import EmbedderDep, SnapshotDep, StateDep
+from service.errors import InvalidQueryError
 from service.limits import read_upload
 from service.queries import query_vector
 from service.schemas import RANK_DESCRIPTION, SearchRequest, SearchResponse, error_responses
 from service.searching import SearchParams, check_params, class_matches, parse_kinds, search
 from service.state import AppState
+
+DEFAULT_PHOTO_K = 10
 
 router = APIRouter(prefix="/search", tags=["search"])
 
@@ -71,7 +74,10 @@ async def search_image(
     snapshot: SnapshotDep,
     embedder: EmbedderDep,
     state: StateDep,
-    k: Annotated[int, Form(description="How many items to return")] = 10,
+    k: Annotated[int | None, Form(description="How many items to return (default 10)")] = None,
+    k_in_url: Annotated[
+        int | None, Query(alias="k", description="Same as the form field k (give one)")
+    ] = None,
     kinds: Annotated[
         str | None, Form(description="Comma-separated row kinds, e.g. 'image,recipe'")
     ] = None,
@@ -84,8 +90,18 @@ async def search_image(
     started = time.perf_counter()
     ranking = Ranking(rank, class_weight)
     params = check_params(
-        SearchParams(k, parse_kinds(kinds), None, ranking, top_classes), state.settings.max_k
+        SearchParams(_one_k(k, k_in_url), parse_kinds(kinds), None, ranking, top_classes),
+        state.settings.max_k,
     )
     data = await read_upload(file, embedder.max_upload_bytes)
     vector = await embedder.embed_image_bytes(data)
     return await _respond(state, snapshot, vector, params, started)
+
+
+def _one_k(form: int | None, url: int | None) -> int:
+    """``k`` from the form or from the URL (``/search/image?k=5``): clients do both."""
+    if form is not None and url is not None and form != url:
+        raise InvalidQueryError(
+            f"k given twice with different values ({form} in the form, {url} in the URL)"
+        )
+    return next((v for v in (form, url) if v is not None), DEFAULT_PHOTO_K)

@@ -212,6 +212,25 @@ def test_search_image_rejects_bad_form_fields(client: TestClient) -> None:
     assert "k" in detail_text(bad_k)
 
 
+def test_search_image_takes_k_from_the_url_or_the_form(
+    client: TestClient, kfood_sample: Path, kfood_records: list[dict[str, Any]]
+) -> None:
+    def photo_search(url: str, data: dict[str, str]) -> Any:
+        files = {"file": ("d.jpg", _photo(kfood_sample, kfood_records[1]), "image/jpeg")}
+        return client.post(url, files=files, data=data)
+
+    in_url = photo_search("/search/image?k=2", {})
+    in_form = photo_search("/search/image", {"k": "2"})
+    default = photo_search("/search/image", {})
+    both_differ = photo_search("/search/image?k=2", {"k": "3"})
+
+    assert len(in_url.json()["matches"]) == 2
+    assert _ids(in_url.json()) == _ids(in_form.json())
+    assert len(default.json()["matches"]) == min(10, len(kfood_records) * 2)
+    assert both_differ.status_code == 422
+    assert "twice" in both_differ.json()["detail"]
+
+
 def test_search_image_rejects_corrupt_upload(client: TestClient) -> None:
     files = {"file": ("d.jpg", b"\xff\xd8\xff\xe0 definitely not a jpeg", "image/jpeg")}
     response = client.post("/search/image", files=files)
