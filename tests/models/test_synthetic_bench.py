@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -88,6 +89,19 @@ def test_training_is_deterministic() -> None:
     second = train_fusion(known, data.dims, settings, seed=5)
     for a, b in zip(first.parameters(), second.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_lighter_class_views_change_training_only_when_asked() -> None:
+    data = make_synthetic_dataset(1, n_classes=31, per_class=20)
+    known = data.train.of_classes(KNOWN_CLASSES)
+    shared = TrainSettings(metric="cosine", negatives=20, sample_budget=63, supervised_noise=1.0)
+    lighter = replace(shared, supervised_noise=0.25)
+    assert shared.noise == 1.0 and TrainSettings("cosine", 20).supervised_noise < 1.0
+    first = train_fusion(known, data.dims, shared, seed=2)
+    second = train_fusion(known, data.dims, lighter, seed=2)
+    assert any(
+        not torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True)
+    )
 
 
 def test_raw_baseline_and_table() -> None:
