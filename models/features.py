@@ -238,13 +238,13 @@ def extract_features(
     seed: int = 0,
     cache_dir: Path | None = None,
     progress: ProgressCallback | None = None,
-    images: tuple[np.ndarray, np.ndarray] | None = None,
+    images: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> FeatureSet:
     """Features of ``records`` (cached under ``cache_dir`` when given).
 
-    ``images`` = (features (n, views, image_dim), has_image (n,)) computed
-    elsewhere (from cached tower maps, see :mod:`models.tower_tuning`) skips
-    the towers' image passes.
+    ``images`` returns (features (n, views, image_dim), has_image (n,))
+    computed elsewhere (from cached tower maps, see :mod:`models.tower_tuning`)
+    in place of the towers' image passes; it is called only on a cache miss.
     """
     if views < 1:
         raise ValueError("views must be at least 1")
@@ -254,8 +254,9 @@ def extract_features(
         if cached is not None:
             return cached
     if images is None:
-        images = _image_features(towers, records, views, seed, progress)
-    image_features, has_image = images
+        image_features, has_image = _image_features(towers, records, views, seed, progress)
+    else:
+        image_features, has_image = images()
     recipes = [r.recipe for r in records]
     features = FeatureSet(
         ids=[r.id for r in records],

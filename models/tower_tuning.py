@@ -255,3 +255,27 @@ def pooled_from_maps(top: VisionTop, maps: np.ndarray, batch_size: int = 128) ->
             out.append(top(torch.from_numpy(flat[start : start + batch_size]).float()))
     pooled = torch.cat(out).numpy() if out else np.empty((0, _pooled_dim(top)), np.float32)
     return pooled.reshape(n, views, -1).astype(np.float32)
+
+
+def save_top(top: VisionTop, path: Path) -> None:
+    """Write a tuned top's weights (safetensors, atomically)."""
+    from safetensors.torch import save
+
+    blob = save({k: v.detach().float().cpu().contiguous() for k, v in top.state_dict().items()})
+    atomic_write(path, lambda fp: fp.write(blob))
+
+
+def load_cached_top(original: VisionTop, path: Path) -> VisionTop | None:
+    """A copy of ``original`` with the weights saved at ``path``; None if absent or unfit."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    top = copy.deepcopy(original)
+    try:
+        top.load_state_dict(load_file(str(path)), strict=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        log.warning("ignoring unreadable tuned-top cache %s (%s)", path, exc)
+        return None
+    log.info("tuned image-tower top from cache %s", path)
+    return top.eval()

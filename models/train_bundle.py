@@ -9,6 +9,8 @@ records the options, the split and the validation figures.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +26,14 @@ from models.features import FeatureSet, extract_features, records_key
 from models.joint import JointConfig
 from models.losses import check_metric
 from models.synthetic_retrieval import synthetic_feature_sets
-from models.tower_tuning import TowerMaps, TuneConfig, extract_maps, tune_top
+from models.tower_tuning import (
+    TowerMaps,
+    TuneConfig,
+    extract_maps,
+    load_cached_top,
+    save_top,
+    tune_top,
+)
 from models.towers import OfflineTowers, Towers, load_towers
 from models.train import EpochCallback, TrainConfig, TrainResult, train_joint
 from models.types import CatalogRecord
@@ -33,6 +42,8 @@ log = logging.getLogger(__name__)
 
 TRAIN_DATASETS = ("kfood", "food101", "flickr", "synthetic")
 ProgressCallback = Callable[[int, int], None]
+# Image features of one source computed from cached tower maps, on demand.
+ImagesFromMaps = Callable[[], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,7 @@ def _split_features(
     request: BundleRequest,
     config: TrainConfig,
     progress: ProgressCallback | None,
-    images: tuple[np.ndarray, np.ndarray] | None = None,
+    images: ImagesFromMaps | None = None,
 ) -> tuple[FeatureSet, FeatureSet]:
     if records is None:  # the synthetic source: generated features, no files
         return synthetic_feature_sets(
@@ -102,11 +113,13 @@ def _tuned_towers(
     request: BundleRequest,
     config: TrainConfig,
     progress: ProgressCallback | None,
-) -> tuple[OfflineTowers, list[tuple[np.ndarray, np.ndarray] | None]]:
+) -> tuple[OfflineTowers, list[ImagesFromMaps | None]]:
     """Fine-tune the image tower's top on the labelled training records of every source.
 
-    Returns the tuned towers and each source's image features computed through
-    them from the cached bottom maps (None for sources without files).
+    Returns the tuned towers and, per source, a function computing its image
+    features through them from the cached bottom maps (None without files). The
+    tuned top is cached too (keyed by the training rows, their labels and the
+    tuning options), so trying other joint-model options does not re-tune it.
     """
     assert request.tune_tower is not None
     if not isinstance(towers, OfflineTowers):
@@ -125,20 +138,55 @@ def _tuned_towers(
         )
         for records in all_records
     ]
-    rows, labels = [], []
+    rows, labels, identity = _labelled_training_rows(all_records, maps, request, config)
+    cache = (
+        request.cache_dir / "tops" / f"{_top_key(towers, request, identity)}.safetensors"
+        if request.cache_dir
+        else None
+    )
+    top = load_cached_top(towers.original_top, cache) if cache else None
+    if top is None:
+        log.info("tuning the image tower's top on %d labelled training images", len(rows))
+        top = tune_top(towers.original_top, rows, labels, request.tune_tower, _log_tune_epoch)
+        if cache:
+            save_top(top, cache)
+    tuned = towers.with_tuned_top(top)
+    return tuned, [None if m is None else _images_from(tuned, m) for m in maps]
+
+
+def _images_from(towers: OfflineTowers, tower_maps: TowerMaps) -> ImagesFromMaps:
+    return lambda: (towers.features_from_maps(tower_maps.maps), tower_maps.has_image)
+
+
+def _labelled_training_rows(
+    all_records: list[list[CatalogRecord] | None],
+    maps: list[TowerMaps | None],
+    request: BundleRequest,
+    config: TrainConfig,
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Maps and labels of every labelled training image, and who they are (for the cache key)."""
+    rows, labels, identity = [], [], []
     for records, tower_maps in zip(all_records, maps, strict=True):
         if records is None or tower_maps is None:
             continue
         val_ids = _val_ids(records, request, config)
-        for i, r in enumerate(records):
-            if r.label and tower_maps.has_image[i] and r.id not in val_ids:
-                rows.append(tower_maps.maps[i])
-                labels.append(r.label)
-    log.info("tuning the image tower's top on %d labelled training images", len(rows))
-    top = tune_top(towers.original_top, np.stack(rows), labels, request.tune_tower, _log_tune_epoch)
-    tuned = towers.with_tuned_top(top)
-    images = [None if m is None else (tuned.features_from_maps(m.maps), m.has_image) for m in maps]
-    return tuned, images
+        chosen = [
+            i
+            for i, r in enumerate(records)
+            if r.label and tower_maps.has_image[i] and r.id not in val_ids
+        ]
+        rows.append(tower_maps.maps[chosen])
+        labels += [str(records[i].label) for i in chosen]
+        identity += [records_key(records), *(records[i].id for i in chosen)]
+    if not labels:
+        raise ValueError("no labelled training image to tune the tower on")
+    return np.concatenate(rows), labels, identity
+
+
+def _top_key(towers: OfflineTowers, request: BundleRequest, identity: list[str]) -> str:
+    assert request.tune_tower is not None
+    payload = [towers.fingerprint, request.views, request.tune_tower.to_dict(), identity]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def _log_tune_epoch(epoch: int, loss: float, accuracy: float) -> None:
@@ -164,7 +212,7 @@ def train_bundle(
     started = time.perf_counter()
     towers = towers if towers is not None else load_towers(request.base, device=request.device)
     all_records = [None if s.dataset == "synthetic" else _read_records(s) for s in request.sources]
-    images: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(all_records)
+    images: list[ImagesFromMaps | None] = [None] * len(all_records)
     base_fingerprint = towers.fingerprint
     tuned_top = None
     if request.tune_tower is not None:

@@ -111,29 +111,28 @@ def _food101_sample(source: Path, dest: Path, per_class: int) -> Path:
     return dest
 
 
+def _train_tuned(data: Path, out: Path, cache_dir: Path, *extra: str) -> None:
+    """``mmsearch train --tune-tower-epochs 1`` on a food101 folder, caching in ``cache_dir``."""
+    args = ["train", "--dataset", "food101", "--data-dir", str(data), "--out", str(out)]
+    args += ["--epochs", "2", "--views", "2", "--dim", "32", "--tune-tower-epochs", "1"]
+    args += ["--val-fraction", "0.25", *extra]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MMSEARCH_CACHE_DIR", str(cache_dir))
+        assert main(args) == 0
+
+
+@pytest.fixture(scope="module")
+def food16(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """16 food101 photos of two classes."""
+    return _food101_sample(shared_data / "food101-10", tmp_path_factory.mktemp("food16"), 8)
+
+
 @pytest.fixture(scope="module")
 def tuned_bundle(
-    shared_data: Path,
-    offline_cache_dir: Path,
-    tmp_path_factory: pytest.TempPathFactory,
+    food16: Path, offline_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """``mmsearch train --tune-tower-epochs 1`` on 16 food101 photos of two classes."""
-    import os
-
-    data = _food101_sample(shared_data / "food101-10", tmp_path_factory.mktemp("food16"), 8)
     out = tmp_path_factory.mktemp("tuned") / "bundle"
-    previous = os.environ.get("MMSEARCH_CACHE_DIR")
-    os.environ["MMSEARCH_CACHE_DIR"] = str(offline_cache_dir)
-    try:
-        args = ["train", "--dataset", "food101", "--data-dir", str(data), "--out", str(out)]
-        args += ["--epochs", "2", "--views", "2", "--dim", "32", "--tune-tower-epochs", "1"]
-        args += ["--val-fraction", "0.25"]
-        assert main(args) == 0
-    finally:
-        if previous is None:
-            os.environ.pop("MMSEARCH_CACHE_DIR", None)
-        else:
-            os.environ["MMSEARCH_CACHE_DIR"] = previous
+    _train_tuned(food16, out, offline_cache_dir)
     return out
 
 
@@ -172,3 +171,21 @@ def test_tower_tuning_options_are_checked(tmp_path: Path, shared_data: Path) -> 
     base = ["--base", "openclip:mmsearch-tiny-vit"]
     synthetic = ["train", "--dataset", "synthetic", "--out", str(tmp_path / "b"), *base]
     assert main([*synthetic, "--tune-tower-epochs", "1"]) == 2
+
+
+def test_the_tuned_top_is_cached_for_the_next_training(
+    tuned_bundle: Path, food16: Path, offline_cache_dir: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    (cached,) = (offline_cache_dir / "tops").glob("*.safetensors")
+    np.testing.assert_array_equal(
+        load_file(str(cached))["conv_head.weight"],
+        load_file(str(tuned_bundle / TOWER_FILE))["conv_head.weight"],
+    )
+    # Mark the cached top: a second training with other joint options must use it.
+    marked = {k: v * 1.01 for k, v in load_file(str(cached)).items()}
+    save_file(marked, str(cached))
+    _train_tuned(food16, tmp_path / "again", offline_cache_dir, "--semantic-weight", "0.5")
+    reused = load_file(str(tmp_path / "again" / TOWER_FILE))
+    np.testing.assert_array_equal(reused["conv_head.weight"], marked["conv_head.weight"])
