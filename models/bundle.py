@@ -14,7 +14,6 @@ snapshots built with one bundle refuse another.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from safetensors.torch import load_file, save
 from models.encoders.base import l2_normalize
 from models.files import atomic_write, sha256_of_file
 from models.joint import MODALITIES, JointConfig, JointModel, pad_recipes
-from models.tower_tuning import SPLIT_STAGE, VisionTop
+from models.tower_tuning import SPLIT_STAGES, VisionTop
 from models.towers import OfflineTowers, Towers, load_towers
 from models.types import Recipe
 
@@ -76,7 +75,7 @@ def save_bundle(
         _save_state(out_dir / TOWER_FILE, tuned_top.state_dict())
         meta["tower"] = {
             "kind": "efficientnet-lite0-top",
-            "split_stage": SPLIT_STAGE,
+            "split_stage": tuned_top.split_stage,
             "weights": TOWER_FILE,
             "weights_sha256": sha256_of_file(out_dir / TOWER_FILE),
         }
@@ -146,13 +145,11 @@ def _with_tuned_top(path: Path, tower: dict[str, Any], towers: Towers) -> Towers
     """The base towers with the bundle's fine-tuned image top in place."""
     if not isinstance(towers, OfflineTowers):
         raise BundleError(f"bundle {path} tunes the offline image tower; its base is not offline")
-    if tower.get("split_stage") != SPLIT_STAGE:
-        raise BundleError(
-            f"bundle {path} cuts the image tower at stage {tower.get('split_stage')}, "
-            f"this version at {SPLIT_STAGE}"
-        )
+    stage = tower.get("split_stage")
+    if stage not in SPLIT_STAGES:
+        raise BundleError(f"bundle {path}: the image tower cannot be cut at stage {stage!r}")
     weights = _checked_weights(path, str(tower.get("weights")), tower.get("weights_sha256"))
-    top = copy.deepcopy(towers.original_top)
+    top = towers.original_top_at(int(stage))
     try:
         top.load_state_dict(load_file(str(weights)), strict=True)
     except RuntimeError as exc:

@@ -41,15 +41,22 @@ from models.types import CatalogRecord
 
 log = logging.getLogger(__name__)
 
-SPLIT_STAGE = 5  # the bottom is stem + blocks[:5]; the top is blocks[5:] + head
+SPLIT_STAGE = 5  # default cut: the bottom is stem + blocks[:5]; the top is blocks[5:] + head
+SPLIT_STAGES = (4, 5, 6)  # where a cut may go (EfficientNet-Lite0 has blocks[0..6])
 MAPS_VERSION = 1
 ProgressCallback = Callable[[int, int], None]
 
 
-def run_bottom(net: Any, batch: torch.Tensor) -> torch.Tensor:
-    """Stem and the first ``SPLIT_STAGE`` stages: (n, 3, 224, 224) -> (n, 112, 14, 14)."""
+def check_split_stage(stage: int) -> int:
+    if stage not in SPLIT_STAGES:
+        raise ValueError(f"the tower can be cut before stage {SPLIT_STAGES}, not {stage}")
+    return stage
+
+
+def run_bottom(net: Any, batch: torch.Tensor, stage: int = SPLIT_STAGE) -> torch.Tensor:
+    """Stem and the first ``stage`` stages: (n, 3, 224, 224) -> e.g. (n, 112, 14, 14) at 5."""
     x = net.bn1(net.conv_stem(batch))
-    for block in net.blocks[:SPLIT_STAGE]:
+    for block in net.blocks[:stage]:
         x = block(x)
     return x
 
@@ -57,9 +64,10 @@ def run_bottom(net: Any, batch: torch.Tensor) -> torch.Tensor:
 class VisionTop(nn.Module):
     """The stages after the cut, the head conv and its batch norm, mean-pooled (n, 1280)."""
 
-    def __init__(self, net: Any) -> None:
+    def __init__(self, net: Any, stage: int = SPLIT_STAGE) -> None:
         super().__init__()
-        self.blocks = copy.deepcopy(net.blocks[SPLIT_STAGE:])
+        self.split_stage = check_split_stage(stage)
+        self.blocks = copy.deepcopy(net.blocks[stage:])
         self.conv_head = copy.deepcopy(net.conv_head)
         self.bn2 = copy.deepcopy(net.bn2)
 
@@ -88,7 +96,9 @@ class MapSource(Protocol):
     @property
     def fingerprint(self) -> str: ...
 
-    def bottom_maps(self, images: Sequence[Any], views: int, seed: int) -> np.ndarray: ...
+    def bottom_maps(
+        self, images: Sequence[Any], views: int, seed: int, stage: int
+    ) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -100,8 +110,8 @@ class TowerMaps:
     has_image: np.ndarray  # (n,) bool; maps are zero where False
 
 
-def _maps_path(cache_dir: Path, fingerprint: str, records_key: str, views: int) -> Path:
-    name = f"{fingerprint}-{records_key}-v{views}-s{SPLIT_STAGE}-m{MAPS_VERSION}.npz"
+def _maps_path(cache_dir: Path, fingerprint: str, records_key: str, views: int, stage: int) -> Path:
+    name = f"{fingerprint}-{records_key}-v{views}-s{stage}-m{MAPS_VERSION}.npz"
     return cache_dir / "maps" / name
 
 
@@ -112,6 +122,7 @@ def extract_maps(
     views: int,
     seed: int,
     records_key: str,
+    stage: int = SPLIT_STAGE,
     cache_dir: Path | None = None,
     progress: ProgressCallback | None = None,
     batch_size: int = 32,
@@ -122,7 +133,9 @@ def extract_maps(
     :meth:`~models.towers.OfflineTowers.augmented_image_features` (seed + batch
     start), so maps pushed through a top equal what the towers compute directly.
     """
-    path = _maps_path(cache_dir, towers.fingerprint, records_key, views) if cache_dir else None
+    path = (
+        _maps_path(cache_dir, towers.fingerprint, records_key, views, stage) if cache_dir else None
+    )
     if path is not None and path.is_file():
         with np.load(path, allow_pickle=False) as data:
             return TowerMaps([str(x) for x in data["ids"]], data["maps"], data["has_image"])
@@ -132,7 +145,7 @@ def extract_maps(
     for start in range(0, n, batch_size):
         idx, images = _load_chunk(records, start, batch_size)
         if images:
-            chunk = towers.bottom_maps(images, views, seed + start)
+            chunk = towers.bottom_maps(images, views, seed + start, stage)
             if maps is None:
                 maps = np.zeros((n, views, *chunk.shape[2:]), dtype=np.float16)
             maps[idx] = chunk
@@ -176,6 +189,7 @@ class TuneConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     seed: int = 0
+    split_stage: int = SPLIT_STAGE  # the first stage that is trained
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

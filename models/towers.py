@@ -18,6 +18,7 @@ Images can be fed as PIL images (evaluation transform) or as ready tensors
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -105,10 +106,10 @@ class OfflineTowers:
         from models.encoders.offline import OfflineEncoder
 
         self._encoder = encoder if encoder is not None else OfflineEncoder(device=device)
-        net = self._encoder.vision_network
+        self._stage = tuned_top.split_stage if tuned_top is not None else SPLIT_STAGE
         # The original top keeps producing the ImageNet logits ConSE reads; a
         # tuned top (see models.tower_tuning) only replaces the pooled features.
-        self._original_top = VisionTop(net).eval()
+        self._original_top = VisionTop(self._encoder.vision_network, self._stage).eval()
         self._tuned_top = (
             tuned_top.to(self._encoder.device, self._encoder.vision_dtype).eval()
             if tuned_top is not None
@@ -123,7 +124,7 @@ class OfflineTowers:
     def fingerprint(self) -> str:
         if self._tuned_top is None:
             return self._encoder.fingerprint
-        return f"{self._encoder.fingerprint}+top{SPLIT_STAGE}-{top_digest(self._tuned_top)}"
+        return f"{self._encoder.fingerprint}+top{self._stage}-{top_digest(self._tuned_top)}"
 
     @property
     def base_fingerprint(self) -> str:
@@ -133,6 +134,12 @@ class OfflineTowers:
     @property
     def original_top(self) -> VisionTop:
         return self._original_top
+
+    def original_top_at(self, stage: int) -> VisionTop:
+        """A fresh copy of the untuned top that starts at ``stage``."""
+        if stage == self._stage:
+            return copy.deepcopy(self._original_top)
+        return VisionTop(self._encoder.vision_network, stage).eval()
 
     @property
     def tuned_top(self) -> VisionTop | None:
@@ -160,7 +167,7 @@ class OfflineTowers:
             conse = self._encoder.conse(logits)
             return np.concatenate([pooled.cpu().numpy(), conse], axis=1).astype(np.float32)
         with torch.inference_mode():
-            maps = run_bottom(self._encoder.vision_network, self._to_device(batch))
+            maps = run_bottom(self._encoder.vision_network, self._to_device(batch), self._stage)
         return self._features_from_maps(maps)
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -186,9 +193,14 @@ class OfflineTowers:
         out = np.concatenate(parts) if parts else np.empty((0, self.image_dim), np.float32)
         return out.reshape(n, views, self.image_dim)
 
-    def bottom_maps(self, images: Sequence[Image.Image], views: int, seed: int) -> np.ndarray:
-        """(n, views, C, H, W) float16 bottom maps: view 0 evaluation transform, then
-        ``views - 1`` augmentations seeded as in :meth:`augmented_image_features`."""
+    def bottom_maps(
+        self, images: Sequence[Image.Image], views: int, seed: int, stage: int = SPLIT_STAGE
+    ) -> np.ndarray:
+        """(n, views, C, H, W) float16 maps of the stages before ``stage``.
+
+        View 0 is the evaluation transform, then ``views - 1`` augmentations
+        seeded as in :meth:`augmented_image_features`.
+        """
         from models.encoders import imagenet
 
         net = self._encoder.vision_network
@@ -197,7 +209,9 @@ class OfflineTowers:
             transform = _augment_transform(imagenet.INPUT_SIZE, imagenet.MEAN, imagenet.STD)
             batches.append(_augmented_batches(images, views - 1, seed, transform))
         with torch.inference_mode():
-            parts = [run_bottom(net, self._to_device(b)).half().cpu().numpy() for b in batches]
+            parts = [
+                run_bottom(net, self._to_device(b), stage).half().cpu().numpy() for b in batches
+            ]
         clean = parts[0][:, None]
         if views == 1:
             return clean

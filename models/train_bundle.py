@@ -133,6 +133,7 @@ def _tuned_towers(
             views=request.views,
             seed=config.seed,
             records_key=records_key(records),
+            stage=request.tune_tower.split_stage,
             cache_dir=request.cache_dir,
             progress=progress,
         )
@@ -144,10 +145,11 @@ def _tuned_towers(
         if request.cache_dir
         else None
     )
-    top = load_cached_top(towers.original_top, cache) if cache else None
+    original = towers.original_top_at(request.tune_tower.split_stage)
+    top = load_cached_top(original, cache) if cache else None
     if top is None:
         log.info("tuning the image tower's top on %d labelled training images", len(rows))
-        top = tune_top(towers.original_top, rows, labels, request.tune_tower, _log_tune_epoch)
+        top = tune_top(original, rows, labels, request.tune_tower, _log_tune_epoch)
         if cache:
             save_top(top, cache)
     tuned = towers.with_tuned_top(top)

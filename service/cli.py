@@ -189,6 +189,9 @@ def train(
         ),
     ] = 0,
     tune_tower_lr: Annotated[float, typer.Option(help="Peak LR of the tower's top")] = 3e-4,
+    tune_tower_from_stage: Annotated[
+        int, typer.Option(help="First EfficientNet stage to tune (4, 5 or 6; lower = more)")
+    ] = 5,
 ) -> None:
     """Train heads, recipe encoder and fusion on frozen towers; write a bundle."""
     from models.losses import check_metric
@@ -213,7 +216,9 @@ def train(
         cache_dir=settings.cache_dir,
         device=device,
         metric=metric,
-        tune_tower=TuneConfig(epochs=tune_tower_epochs, lr=tune_tower_lr, seed=seed)
+        tune_tower=TuneConfig(
+            epochs=tune_tower_epochs, lr=tune_tower_lr, seed=seed, split_stage=tune_tower_from_stage
+        )
         if tune_tower_epochs > 0
         else None,
     )

@@ -9,6 +9,7 @@ from typing import Any
 from models.datasets import open_dataset, split_records
 from models.encoders.base import Encoder
 from models.registry import load_encoder
+from models.tower_tuning import SPLIT_STAGES
 from models.train import EpochCallback, TrainConfig, TrainResult
 from models.train_bundle import TRAIN_DATASETS, BundleRequest, Source, train_bundle
 from service.commands import CommandInputError
@@ -63,6 +64,8 @@ def run_training(
         raise CommandInputError("--tune-tower-epochs works with --base offline only")
     if request.tune_tower is not None and request.tune_tower.lr <= 0:
         raise CommandInputError("--tune-tower-lr must be positive")
+    if request.tune_tower is not None and request.tune_tower.split_stage not in SPLIT_STAGES:
+        raise CommandInputError(f"--tune-tower-from-stage must be one of {SPLIT_STAGES}")
     if request.tune_tower is not None and not any(
         s.dataset in LABELLED_DATASETS for s in request.sources
     ):

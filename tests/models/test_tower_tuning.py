@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from models.bundle import TOWER_FILE, BundleError, load_bundle
+from models.encoders.offline import OfflineEncoder
 from models.images import load_image
-from models.tower_tuning import TuneConfig, VisionTop, run_bottom, tune_top
+from models.tower_tuning import SPLIT_STAGES, TuneConfig, VisionTop, run_bottom, tune_top
 from models.towers import OfflineTowers
 from service.cli import main
 
@@ -28,11 +29,15 @@ def burritos(burrito_paths: list[Path]) -> list[Image.Image]:
     return [load_image(p) for p in burrito_paths[:4]]
 
 
-def test_bottom_then_top_is_the_whole_network(offline_encoder, towers: OfflineTowers) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("stage", SPLIT_STAGES)
+def test_bottom_then_top_is_the_whole_network(
+    offline_encoder: OfflineEncoder, towers: OfflineTowers, stage: int
+) -> None:
     batch = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     pooled, _ = offline_encoder.vision_features(batch)
     with torch.inference_mode():
-        split = towers.original_top(run_bottom(offline_encoder.vision_network, batch))
+        maps = run_bottom(offline_encoder.vision_network, batch, stage)
+        split = towers.original_top_at(stage)(maps)
     torch.testing.assert_close(split, pooled, rtol=1e-4, atol=1e-4)
 
 
@@ -171,6 +176,9 @@ def test_tower_tuning_options_are_checked(tmp_path: Path, shared_data: Path) -> 
     base = ["--base", "openclip:mmsearch-tiny-vit"]
     synthetic = ["train", "--dataset", "synthetic", "--out", str(tmp_path / "b"), *base]
     assert main([*synthetic, "--tune-tower-epochs", "1"]) == 2
+    food = ["--dataset", "food101", "--data-dir", str(shared_data / "food101-10")]
+    deep = ["train", *food, "--out", str(tmp_path / "c"), "--tune-tower-epochs", "1"]
+    assert main([*deep, "--tune-tower-from-stage", "2"]) == 2
 
 
 def test_the_tuned_top_is_cached_for_the_next_training(
