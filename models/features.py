@@ -134,9 +134,11 @@ def records_key(records: Sequence[CatalogRecord]) -> str:
 
 
 def cache_path(
-    cache_dir: Path, towers: Towers, records: Sequence[CatalogRecord], views: int
+    cache_dir: Path, towers: Towers, records: Sequence[CatalogRecord], views: int, seed: int
 ) -> Path:
-    key = f"{towers.fingerprint}-{records_key(records)}-v{views}-f{FEATURES_VERSION}"
+    # The seed picks the augmented views: a cache made under another seed would
+    # make the same command give other weights depending on what was cached.
+    key = f"{towers.fingerprint}-{records_key(records)}-v{views}-seed{seed}-f{FEATURES_VERSION}"
     return cache_dir / "features" / f"{key}.npz"
 
 
@@ -248,7 +250,7 @@ def extract_features(
     """
     if views < 1:
         raise ValueError("views must be at least 1")
-    path = cache_path(cache_dir, towers, records, views) if cache_dir else None
+    path = cache_path(cache_dir, towers, records, views, seed) if cache_dir else None
     if path is not None:
         cached = _load_cached(path, views)
         if cached is not None:

@@ -110,8 +110,11 @@ class TowerMaps:
     has_image: np.ndarray  # (n,) bool; maps are zero where False
 
 
-def _maps_path(cache_dir: Path, fingerprint: str, records_key: str, views: int, stage: int) -> Path:
-    name = f"{fingerprint}-{records_key}-v{views}-s{stage}-m{MAPS_VERSION}.npz"
+def _maps_path(
+    cache_dir: Path, fingerprint: str, records_key: str, views: int, seed: int, stage: int
+) -> Path:
+    # The seed picks the augmented views (see models.features.cache_path).
+    name = f"{fingerprint}-{records_key}-v{views}-seed{seed}-s{stage}-m{MAPS_VERSION}.npz"
     return cache_dir / "maps" / name
 
 
@@ -134,7 +137,9 @@ def extract_maps(
     start), so maps pushed through a top equal what the towers compute directly.
     """
     path = (
-        _maps_path(cache_dir, towers.fingerprint, records_key, views, stage) if cache_dir else None
+        _maps_path(cache_dir, towers.fingerprint, records_key, views, seed, stage)
+        if cache_dir
+        else None
     )
     if path is not None and path.is_file():
         with np.load(path, allow_pickle=False) as data:

@@ -76,6 +76,10 @@ def test_cache_is_reused_and_serves_fewer_views(
     assert cached.labels == first.labels and cached.ids == first.ids
     extract_features(towers, records[:3], views=2, cache_dir=tmp_path)  # other records: a miss
     assert towers.images_seen > seen
+    seen = towers.images_seen
+    other_seed = extract_features(towers, records, views=2, seed=1, cache_dir=tmp_path)
+    assert towers.images_seen > seen  # other augmentations: a miss, not seed 0's views
+    np.testing.assert_array_equal(other_seed.images[:, 0], first.images[:, 0])
 
 
 def test_ragged_take_keeps_rows() -> None:
