@@ -36,10 +36,12 @@ run: install
 	fi
 	MMSEARCH_INDEX_DIR="$(INDEX_DIR)" $(BIN)/mmsearch serve
 
-# Train the joint model (heads, recipe encoder, fusion) on the three samples; the
-# validation split (20 %, seed 0) early-stops it and its figures go into bundle.json.
+# Train the joint model (heads, recipe encoder, fusion) on the three samples, after
+# fine-tuning the image tower's last stages on the labelled photos; the validation
+# split (20 %, seed 0) early-stops it and its figures go into bundle.json.
 bundle: install
-	$(BIN)/mmsearch train $(TRAIN_SOURCES) --triplet-weight 0.5 --views 2 --out $(BUNDLE)
+	$(BIN)/mmsearch train $(TRAIN_SOURCES) --triplet-weight 0.5 --views 3 --tune-tower-epochs 6 \
+	  --out $(BUNDLE)
 
 # Serve with the trained bundle (its own index dir: snapshots are tied to a model).
 run-bundle: install
