@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 
 from models.encoders.base import l2_normalize
-from models.files import atomic_write, sha256_of_file
+from models.files import atomic_write, save_state_dict, sha256_of_file
 from models.joint import MODALITIES, JointConfig, JointModel, pad_recipes
 from models.tower_tuning import SPLIT_STAGES, VisionTop
 from models.towers import OfflineTowers, Towers, load_towers
@@ -59,7 +59,7 @@ def save_bundle(
     (:mod:`models.tower_tuning`); ``base_fingerprint`` stays the untuned base's.
     """
     weights = out_dir / WEIGHTS_FILE
-    _save_state(weights, model.state_dict())
+    save_state_dict(weights, model.state_dict())
     meta = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -72,7 +72,7 @@ def save_bundle(
         "training": training or {},
     }
     if tuned_top is not None:
-        _save_state(out_dir / TOWER_FILE, tuned_top.state_dict())
+        save_state_dict(out_dir / TOWER_FILE, tuned_top.state_dict())
         meta["tower"] = {
             "kind": "efficientnet-lite0-top",
             "split_stage": tuned_top.split_stage,
@@ -82,11 +82,6 @@ def save_bundle(
     text = json.dumps(meta, ensure_ascii=False, indent=2).encode("utf-8")
     atomic_write(out_dir / CONFIG_FILE, lambda fp: fp.write(text))
     return out_dir
-
-
-def _save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
-    blob = save({k: v.detach().float().cpu().contiguous() for k, v in state.items()})
-    atomic_write(path, lambda fp: fp.write(blob))
 
 
 def _checked_weights(path: Path, name: str, sha256: object) -> Path:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from models.files import atomic_write
-from models.images import InvalidImageError, load_image
+from models.images import load_record_images
 from models.towers import Towers
 from models.types import CatalogRecord
 
@@ -210,19 +210,8 @@ def _image_features(
     out = np.zeros((n, views, towers.image_dim), dtype=np.float32)
     has = np.zeros(n, dtype=bool)
     for start in range(0, n, batch_size):
-        chunk = range(start, min(n, start + batch_size))
-        loaded = []
-        for i in chunk:
-            path = records[i].image_path
-            if path is None:
-                continue
-            try:
-                loaded.append((i, load_image(path)))
-            except InvalidImageError as exc:
-                log.warning("skipping image of %s: %s", records[i].id, exc)
-        if loaded:
-            idx = [i for i, _ in loaded]
-            images = [img for _, img in loaded]
+        idx, images = load_record_images(records, start, batch_size)
+        if images:
             out[idx, 0] = towers.image_features(images)
             if views > 1:
                 out[idx, 1:] = towers.augmented_image_features(images, views - 1, seed + start)

@@ -1,4 +1,4 @@
-"""Small file helpers shared by the model code: atomic writes and content hashes."""
+"""Small file helpers shared by the model code: atomic writes, weights, content hashes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    import torch
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -36,3 +39,11 @@ def sha256_of_file(path: Path | str) -> str:
         for chunk in iter(lambda: fp.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def save_state_dict(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Write a state dict as safetensors (float32, on the CPU), atomically."""
+    from safetensors.torch import save
+
+    blob = save({k: v.detach().float().cpu().contiguous() for k, v in state.items()})
+    atomic_write(path, lambda fp: fp.write(blob))

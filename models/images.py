@@ -14,11 +14,18 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from models.types import CatalogRecord
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
@@ -156,3 +163,24 @@ def load_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         if path.stat().st_size == 0:
             raise InvalidImageError(f"image file {path} is empty (0 bytes)")
         return _decode(fp, f"image file {path}", max_pixels)
+
+
+def load_record_images(
+    records: Sequence[CatalogRecord], start: int, size: int
+) -> tuple[list[int], list[Image.Image]]:
+    """The readable images of ``records[start:start + size]`` and their positions.
+
+    Records without an image are passed over; an unreadable image is logged and
+    passed over too, so one bad file does not stop a whole dataset.
+    """
+    idx, images = [], []
+    for i in range(start, min(len(records), start + size)):
+        path = records[i].image_path
+        if path is None:
+            continue
+        try:
+            images.append(load_image(path))
+            idx.append(i)
+        except InvalidImageError as exc:
+            log.warning("skipping image of %s: %s", records[i].id, exc)
+    return idx, images

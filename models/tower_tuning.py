@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.files import atomic_write
-from models.images import InvalidImageError, load_image
+from models.images import load_record_images
 from models.types import CatalogRecord
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def extract_maps(
     maps: np.ndarray | None = None
     has = np.zeros(n, dtype=bool)
     for start in range(0, n, batch_size):
-        idx, images = _load_chunk(records, start, batch_size)
+        idx, images = load_record_images(records, start, batch_size)
         if images:
             chunk = towers.bottom_maps(images, views, seed + start, stage)
             if maps is None:
@@ -164,22 +164,6 @@ def extract_maps(
         arrays = {"ids": np.asarray(result.ids).astype(str), "maps": maps, "has_image": has}
         atomic_write(path, lambda fp: np.savez(fp, **arrays))  # type: ignore[arg-type]
     return result
-
-
-def _load_chunk(
-    records: Sequence[CatalogRecord], start: int, size: int
-) -> tuple[list[int], list[Any]]:
-    idx, images = [], []
-    for i in range(start, min(len(records), start + size)):
-        path = records[i].image_path
-        if path is None:
-            continue
-        try:
-            images.append(load_image(path))
-            idx.append(i)
-        except InvalidImageError as exc:
-            log.warning("skipping image of %s: %s", records[i].id, exc)
-    return idx, images
 
 
 # --------------------------------------------------------------------------- tuning
@@ -262,26 +246,6 @@ def tune_top(
 
 def _pooled_dim(top: VisionTop) -> int:
     return int(top.conv_head.out_channels)
-
-
-def pooled_from_maps(top: VisionTop, maps: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """(n, views, ...) maps -> (n, views, 1280) pooled features of ``top``."""
-    n, views = maps.shape[:2]
-    flat = maps.reshape(n * views, *maps.shape[2:])
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(flat), batch_size):
-            out.append(top(torch.from_numpy(flat[start : start + batch_size]).float()))
-    pooled = torch.cat(out).numpy() if out else np.empty((0, _pooled_dim(top)), np.float32)
-    return pooled.reshape(n, views, -1).astype(np.float32)
-
-
-def save_top(top: VisionTop, path: Path) -> None:
-    """Write a tuned top's weights (safetensors, atomically)."""
-    from safetensors.torch import save
-
-    blob = save({k: v.detach().float().cpu().contiguous() for k, v in top.state_dict().items()})
-    atomic_write(path, lambda fp: fp.write(blob))
 
 
 def load_cached_top(original: VisionTop, path: Path) -> VisionTop | None:

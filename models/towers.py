@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -107,9 +108,6 @@ class OfflineTowers:
 
         self._encoder = encoder if encoder is not None else OfflineEncoder(device=device)
         self._stage = tuned_top.split_stage if tuned_top is not None else SPLIT_STAGE
-        # The original top keeps producing the ImageNet logits ConSE reads; a
-        # tuned top (see models.tower_tuning) only replaces the pooled features.
-        self._original_top = VisionTop(self._encoder.vision_network, self._stage).eval()
         self._tuned_top = (
             tuned_top.to(self._encoder.device, self._encoder.vision_dtype).eval()
             if tuned_top is not None
@@ -131,14 +129,17 @@ class OfflineTowers:
         """The fingerprint of the untuned towers this one was built on."""
         return self._encoder.fingerprint
 
-    @property
+    @cached_property
     def original_top(self) -> VisionTop:
-        return self._original_top
+        """The untuned top at this towers' cut (built on first use: untuned towers run the
+        whole network and never need it). It keeps producing the ImageNet logits ConSE
+        reads; a tuned top (see models.tower_tuning) only replaces the pooled features."""
+        return VisionTop(self._encoder.vision_network, self._stage).eval()
 
     def original_top_at(self, stage: int) -> VisionTop:
         """A fresh copy of the untuned top that starts at ``stage``."""
         if stage == self._stage:
-            return copy.deepcopy(self._original_top)
+            return copy.deepcopy(self.original_top)
         return VisionTop(self._encoder.vision_network, stage).eval()
 
     @property
@@ -176,8 +177,8 @@ class OfflineTowers:
     def _features_from_maps(self, maps: torch.Tensor) -> np.ndarray:
         net = self._encoder.vision_network
         with torch.inference_mode():
-            logits = net.get_classifier()(self._original_top(maps)).float()
-            top = self._tuned_top if self._tuned_top is not None else self._original_top
+            logits = net.get_classifier()(self.original_top(maps)).float()
+            top = self._tuned_top if self._tuned_top is not None else self.original_top
             pooled = top(maps).float().cpu().numpy()
         conse = self._encoder.conse(logits)
         return np.concatenate([pooled, conse], axis=1).astype(np.float32)

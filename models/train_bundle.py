@@ -23,6 +23,7 @@ import numpy as np
 from models.bundle import save_bundle
 from models.datasets import open_dataset, split_records
 from models.features import FeatureSet, extract_features, records_key
+from models.files import save_state_dict
 from models.joint import JointConfig
 from models.losses import check_metric
 from models.synthetic_retrieval import synthetic_feature_sets
@@ -31,7 +32,6 @@ from models.tower_tuning import (
     TuneConfig,
     extract_maps,
     load_cached_top,
-    save_top,
     tune_top,
 )
 from models.towers import OfflineTowers, Towers, load_towers
@@ -123,7 +123,7 @@ def _tuned_towers(
     """
     assert request.tune_tower is not None
     if not isinstance(towers, OfflineTowers):
-        raise ValueError("--tune-tower works with the offline base only")
+        raise ValueError("--tune-tower-epochs works with the offline base only")
     maps: list[TowerMaps | None] = [
         None
         if records is None
@@ -151,7 +151,7 @@ def _tuned_towers(
         log.info("tuning the image tower's top on %d labelled training images", len(rows))
         top = tune_top(original, rows, labels, request.tune_tower, _log_tune_epoch)
         if cache:
-            save_top(top, cache)
+            save_state_dict(cache, top.state_dict())
     tuned = towers.with_tuned_top(top)
     return tuned, [None if m is None else _images_from(tuned, m) for m in maps]
 

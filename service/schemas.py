@@ -184,6 +184,8 @@ class EmbedResponse(BaseModel):
     fused: bool = False
 
 
+DEFAULT_K = 10  # items per search when the request does not say
+
 RANK_DESCRIPTION = (
     "item: score = sim(q, item), the best row's cosine similarity. "
     "hybrid: score = (1 - a) * sim(q, item) + a * sim(q, proto(class(item))), "
@@ -193,7 +195,7 @@ RANK_DESCRIPTION = (
 
 class SearchRequest(_Strict):
     query: SearchQuery
-    k: int = Field(10, ge=1, description="How many items to return (at most MMSEARCH_MAX_K)")
+    k: int = Field(DEFAULT_K, ge=1, description="How many items to return (at most MMSEARCH_MAX_K)")
     kinds: list[Kind] | None = Field(None, description="Row kinds to search; default all")
     filter: dict[str, FilterCondition] | None = Field(
         None,

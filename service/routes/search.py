@@ -15,11 +15,15 @@ from service.deps import EmbedderDep, SnapshotDep, StateDep
 from service.errors import InvalidQueryError
 from service.limits import read_upload
 from service.queries import query_vector
-from service.schemas import RANK_DESCRIPTION, SearchRequest, SearchResponse, error_responses
+from service.schemas import (
+    DEFAULT_K,
+    RANK_DESCRIPTION,
+    SearchRequest,
+    SearchResponse,
+    error_responses,
+)
 from service.searching import SearchParams, check_params, class_matches, parse_kinds, search
 from service.state import AppState
-
-DEFAULT_PHOTO_K = 10
 
 router = APIRouter(prefix="/search", tags=["search"])
 
@@ -104,4 +108,4 @@ def _one_k(form: int | None, url: int | None) -> int:
         raise InvalidQueryError(
             f"k given twice with different values ({form} in the form, {url} in the URL)"
         )
-    return next((v for v in (form, url) if v is not None), DEFAULT_PHOTO_K)
+    return next((v for v in (form, url) if v is not None), DEFAULT_K)
