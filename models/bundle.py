@@ -37,6 +37,9 @@ BUNDLE_VERSION = 1
 CONFIG_FILE = "bundle.json"
 WEIGHTS_FILE = "model.safetensors"
 TOWER_FILE = "tower.safetensors"
+# Test-time augmentation of image queries and items: "flip" embeds each image and its
+# mirror image and averages the two vectors (twice the image cost, mirror-invariant).
+IMAGE_TTA = ("none", "flip")
 
 
 class BundleError(ValueError):
@@ -52,12 +55,15 @@ def save_bundle(
     classes: Sequence[str] = (),
     training: dict[str, Any] | None = None,
     tuned_top: VisionTop | None = None,
+    image_tta: str = "none",
 ) -> Path:
     """Write the bundle into ``out_dir`` (weights first, ``bundle.json`` last, each atomically).
 
     ``tuned_top`` is a fine-tuned top of the offline image tower
     (:mod:`models.tower_tuning`); ``base_fingerprint`` stays the untuned base's.
+    ``image_tta`` is one of :data:`IMAGE_TTA`.
     """
+    check_image_tta(image_tta)
     weights = out_dir / WEIGHTS_FILE
     save_state_dict(weights, model.state_dict())
     meta = {
@@ -70,6 +76,7 @@ def save_bundle(
         "weights": WEIGHTS_FILE,
         "weights_sha256": sha256_of_file(weights),
         "training": training or {},
+        "image_tta": image_tta,
     }
     if tuned_top is not None:
         save_state_dict(out_dir / TOWER_FILE, tuned_top.state_dict())
@@ -82,6 +89,12 @@ def save_bundle(
     text = json.dumps(meta, ensure_ascii=False, indent=2).encode("utf-8")
     atomic_write(out_dir / CONFIG_FILE, lambda fp: fp.write(text))
     return out_dir
+
+
+def check_image_tta(value: object) -> str:
+    if value not in IMAGE_TTA:
+        raise ValueError(f"image test-time augmentation must be one of {IMAGE_TTA}, not {value!r}")
+    return str(value)
 
 
 def _checked_weights(path: Path, name: str, sha256: object) -> Path:
@@ -133,6 +146,10 @@ def load_bundle(path: Path, device: str = "cpu", towers: Towers | None = None) -
         )
     if "tower" in meta:
         towers = _with_tuned_top(path, meta["tower"], towers)
+    try:
+        check_image_tta(meta.get("image_tta", "none"))
+    except ValueError as exc:
+        raise BundleError(f"{path / CONFIG_FILE}: {exc}") from exc
     return BundleEncoder(path, meta, load_joint_model(path, meta), towers)
 
 
@@ -160,10 +177,12 @@ class BundleEncoder:
         self.meta = meta
         self.model = model.to(towers.device)
         self.towers = towers
+        self.image_tta = str(meta.get("image_tta", "none"))
         tower_sha = meta.get("tower", {}).get("weights_sha256")
         payload = [meta["base_fingerprint"], meta["joint"], meta["weights_sha256"]]
-        # Untuned bundles keep the fingerprint they had before towers could be tuned.
+        # Bundles without a tuned tower or TTA keep the fingerprint they had before either.
         payload += [tower_sha] if tower_sha else []
+        payload += [f"tta:{self.image_tta}"] if self.image_tta != "none" else []
         payload_text = json.dumps(payload, sort_keys=True)
         self._fingerprint = "bundle-" + hashlib.sha256(payload_text.encode()).hexdigest()[:16]
 
@@ -193,7 +212,14 @@ class BundleEncoder:
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
             return np.empty((0, self.dim), np.float32)
-        features = self.towers.image_features(list(images))
+        vectors = self._embed_images(list(images))
+        if self.image_tta == "flip":
+            mirrored = [img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for img in images]
+            vectors = l2_normalize(vectors + self._embed_images(mirrored))
+        return vectors
+
+    def _embed_images(self, images: list[Image.Image]) -> np.ndarray:
+        features = self.towers.image_features(images)
         return self._run(self.model.embed_images, self._tensor(features))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -65,6 +65,7 @@ class BundleRequest:
     cache_dir: Path | None = None
     device: str = "auto"
     tune_tower: TuneConfig | None = None  # fine-tune the offline image tower's top first
+    image_tta: str = "none"  # how the bundle embeds images once trained (models.bundle.IMAGE_TTA)
 
 
 def _read_records(source: Source) -> list[CatalogRecord]:
@@ -260,5 +261,6 @@ def train_bundle(
         classes=result.classes,
         training=training,
         tuned_top=tuned_top,
+        image_tta=request.image_tta,
     )
     return result

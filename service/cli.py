@@ -192,6 +192,13 @@ def train(
     tune_tower_from_stage: Annotated[
         int, typer.Option(help="First EfficientNet stage to tune (4, 5 or 6; lower = more)")
     ] = 5,
+    image_tta: Annotated[
+        str,
+        typer.Option(
+            help="How the bundle embeds images: flip = mean of the photo and its mirror "
+            "image (twice the image cost), none = the photo alone"
+        ),
+    ] = "none",
 ) -> None:
     """Train heads, recipe encoder and fusion on frozen towers; write a bundle."""
     from models.losses import check_metric
@@ -221,6 +228,7 @@ def train(
         )
         if tune_tower_epochs > 0
         else None,
+        image_tta=image_tta,
     )
     config = TrainConfig(
         epochs=epochs,

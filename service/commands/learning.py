@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from models.bundle import IMAGE_TTA
 from models.datasets import open_dataset, split_records
 from models.encoders.base import Encoder
 from models.registry import load_encoder
@@ -60,6 +61,8 @@ def run_training(
         raise CommandInputError("loss weights cannot be negative")
     if config.infonce_weight == 0 and config.triplet_weight == 0:
         raise CommandInputError("--infonce-weight and --triplet-weight cannot both be 0")
+    if request.image_tta not in IMAGE_TTA:
+        raise CommandInputError(f"--image-tta must be one of {', '.join(IMAGE_TTA)}")
     if request.tune_tower is not None and request.base != "offline":
         raise CommandInputError("--tune-tower-epochs works with --base offline only")
     if request.tune_tower is not None and request.tune_tower.lr <= 0:

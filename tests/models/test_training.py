@@ -161,3 +161,49 @@ def test_triplet_loss_alone_trains_and_no_loss_is_refused(tiny_base: str, tmp_pa
     assert r1 > 0.2  # chance is 1/48
     nothing = train_args(tiny_base, tmp_path / "none", "--infonce-weight", "0")
     assert main(nothing) == 2
+
+
+def asymmetric_images() -> list[Image.Image]:
+    """Photos that differ from their mirror image (a horizontal gradient, a corner block)."""
+    ramp = np.tile(np.linspace(0, 255, 48, dtype=np.uint8), (32, 1))
+    gradient = Image.fromarray(np.stack([ramp, 255 - ramp, ramp // 2], axis=-1))
+    block = np.zeros((32, 48, 3), np.uint8)
+    block[:, :12] = (200, 30, 30)
+    return [gradient, Image.fromarray(block)]
+
+
+def test_flip_tta_averages_a_photo_and_its_mirror(
+    bundle_dir: Path, tiny_base: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "flip"
+    assert main(train_args(tiny_base, out, "--image-tta", "flip")) == 0
+    meta = read_bundle_meta(out)
+    assert meta["image_tta"] == "flip" and read_bundle_meta(bundle_dir)["image_tta"] == "none"
+    # TTA is how the bundle embeds, not how it trains: the weights are the same.
+    assert meta["weights_sha256"] == read_bundle_meta(bundle_dir)["weights_sha256"]
+    plain = load_encoder(f"bundle:{bundle_dir}", device="cpu")
+    flip = load_encoder(f"bundle:{out}", device="cpu")
+    assert flip.fingerprint != plain.fingerprint  # snapshots of one refuse the other
+    images = asymmetric_images()
+    mirrored = [img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for img in images]
+    one, other = plain.encode_images(images), plain.encode_images(mirrored)
+    assert not np.allclose(one, other, atol=1e-3)  # the photos are not mirror-symmetric
+    expected = (one + other) / np.linalg.norm(one + other, axis=1, keepdims=True)
+    np.testing.assert_allclose(flip.encode_images(images), expected, atol=1e-6)
+    np.testing.assert_array_equal(flip.encode_images(images), flip.encode_images(mirrored))
+    _, texts, _ = sample_inputs()
+    np.testing.assert_array_equal(flip.encode_texts(texts), plain.encode_texts(texts))
+
+
+def test_bad_image_tta_is_refused(bundle_dir: Path, tiny_base: str, tmp_path: Path) -> None:
+    assert main(train_args(tiny_base, tmp_path / "x", "--image-tta", "rotate")) == 2
+    assert not (tmp_path / "x").exists()
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("bundle.json", "model.safetensors"):
+        (copy / name).write_bytes((bundle_dir / name).read_bytes())
+    meta = json.loads((copy / "bundle.json").read_text())
+    meta["image_tta"] = "rotate"
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="image test-time augmentation"):
+        load_encoder(f"bundle:{copy}", device="cpu")
