@@ -25,7 +25,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -179,6 +180,12 @@ class TuneConfig:
     label_smoothing: float = 0.1
     seed: int = 0
     split_stage: int = SPLIT_STAGE  # the first stage that is trained
+    # Regularisers against the top memorising its training photos (it reaches 0.99
+    # training accuracy at 0.84 validation): mixup of the cached maps (Beta(a, a)
+    # mixing weights, "manifold mixup" at the cut; 0 = off) and stochastic depth on
+    # the residual blocks of the top (probability of dropping a block's branch).
+    mixup: float = 0.0
+    drop_path: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -188,6 +195,40 @@ def _freeze_batch_norm(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.eval()
+
+
+@contextmanager
+def _stochastic_depth(top: VisionTop, rate: float) -> Iterator[None]:
+    """Drop the residual branches of ``top``'s blocks with probability ``rate`` while inside.
+
+    timm builds its blocks with ``drop_path = Identity`` when loaded for inference;
+    the swap holds no weights, so the saved state dict is unchanged.
+    """
+    from timm.layers import DropPath
+
+    blocks = [
+        b for b in top.blocks.modules() if isinstance(getattr(b, "drop_path", None), nn.Module)
+    ]
+    originals = [b.drop_path for b in blocks]
+    try:
+        if rate > 0:
+            for block in blocks:
+                block.drop_path = DropPath(rate)
+        yield
+    finally:
+        for block, original in zip(blocks, originals, strict=True):
+            block.drop_path = original
+
+
+def _mixed(
+    batch: torch.Tensor, targets: torch.Tensor, alpha: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Mixup: the batch blended with a shuffled copy; both targets and the blend weight."""
+    if alpha <= 0:
+        return batch, targets, targets, 1.0
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = torch.randperm(len(batch), generator=generator)
+    return lam * batch + (1 - lam) * batch[partner], targets, targets[partner], lam
 
 
 def tune_top(
@@ -222,25 +263,33 @@ def tune_top(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=[config.lr, config.head_lr], total_steps=max(1, steps), pct_start=0.1
     )
-    for epoch in range(1, config.epochs + 1):
-        tuned.train()
-        _freeze_batch_norm(tuned)
-        order = torch.randperm(n, generator=generator)
-        view = torch.randint(0, views, (n,), generator=generator)
-        total, correct = 0.0, 0
-        for start in range(0, n, config.batch_size):
-            rows = order[start : start + config.batch_size]
-            batch = torch.from_numpy(maps[rows.numpy(), view[rows].numpy()]).float()
-            logits = classifier(tuned(batch))
-            loss = F.cross_entropy(logits, targets[rows], label_smoothing=config.label_smoothing)
-            correct += int((logits.argmax(1) == targets[rows]).sum())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += float(loss.detach()) * len(rows)
-        if on_epoch is not None:
-            on_epoch(epoch, total / n, correct / n)
+    with _stochastic_depth(tuned, config.drop_path):
+        for epoch in range(1, config.epochs + 1):
+            tuned.train()
+            _freeze_batch_norm(tuned)
+            order = torch.randperm(n, generator=generator)
+            view = torch.randint(0, views, (n,), generator=generator)
+            total, correct = 0.0, 0.0
+            for start in range(0, n, config.batch_size):
+                rows = order[start : start + config.batch_size]
+                batch = torch.from_numpy(maps[rows.numpy(), view[rows].numpy()]).float()
+                batch, first, second, lam = _mixed(batch, targets[rows], config.mixup, generator)
+                logits = classifier(tuned(batch))
+                smoothing = config.label_smoothing
+                loss = lam * F.cross_entropy(logits, first, label_smoothing=smoothing) + (
+                    1 - lam
+                ) * F.cross_entropy(logits, second, label_smoothing=smoothing)
+                hits = logits.argmax(1)
+                correct += lam * float((hits == first).sum()) + (1 - lam) * float(
+                    (hits == second).sum()
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total += float(loss.detach()) * len(rows)
+            if on_epoch is not None:
+                on_epoch(epoch, total / n, correct / n)
     return tuned.eval()
 
 

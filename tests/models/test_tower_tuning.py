@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,27 @@ def test_tuning_fits_the_labels_and_leaves_the_original_alone(
     for key, value in towers.original_top.state_dict().items():
         assert torch.equal(value, original[key]), key  # tuning works on a copy
     assert any(not torch.equal(v, original[k]) for k, v in tuned.state_dict().items())
+
+
+def test_mixup_and_stochastic_depth_train_and_leave_a_plain_top(
+    towers: OfflineTowers, two_class_maps: tuple[np.ndarray, list[str]]
+) -> None:
+    maps, labels = two_class_maps
+    plain = TuneConfig(epochs=3, lr=1e-3, head_lr=1e-2, batch_size=4)
+    regularised = replace(plain, mixup=0.4, drop_path=0.2)
+    epochs: list[float] = []
+    tuned = tune_top(
+        towers.original_top, maps, labels, regularised, lambda _e, loss, _a: epochs.append(loss)
+    )
+    assert epochs[-1] < epochs[0]
+    # The regularisers change the training, and leave no trace in the saved top.
+    other = tune_top(towers.original_top, maps, labels, plain)
+    assert tuned.state_dict().keys() == towers.original_top.state_dict().keys()
+    assert any(not torch.equal(v, other.state_dict()[k]) for k, v in tuned.state_dict().items())
+    assert not any(type(m).__name__ == "DropPath" for m in tuned.modules())
+    again = tune_top(towers.original_top, maps, labels, regularised)  # seeded: reproducible
+    for key, value in tuned.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
 
 
 def test_tuning_needs_two_classes(
