@@ -201,6 +201,7 @@ def train(
     ] = "none",
 ) -> None:
     """Train heads, recipe encoder and fusion on frozen towers; write a bundle."""
+    from models.encoders.offline import default_cache_dir
     from models.losses import check_metric
     from models.tower_tuning import TuneConfig
     from models.train import TrainConfig
@@ -220,7 +221,9 @@ def train(
         val_fraction=val_fraction,
         views=views,
         dim=dim,
-        cache_dir=settings.cache_dir,
+        # Tower features and maps are cached even when MMSEARCH_CACHE_DIR is unset: a
+        # second run (other joint options, the same photos) must not recompute them.
+        cache_dir=settings.cache_dir or default_cache_dir(),
         device=device,
         metric=metric,
         tune_tower=TuneConfig(

@@ -207,3 +207,14 @@ def test_bad_image_tta_is_refused(bundle_dir: Path, tiny_base: str, tmp_path: Pa
     (copy / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="image test-time augmentation"):
         load_encoder(f"bundle:{copy}", device="cpu")
+
+
+def test_tower_features_are_cached_without_a_configured_cache_dir(
+    tiny_base: str, kfood_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MMSEARCH_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    args = ["train", "--dataset", "kfood", "--data-dir", str(kfood_sample), "--base", tiny_base]
+    args += ["--epochs", "1", "--dim", "32", "--views", "1", "--out", str(tmp_path / "b")]
+    assert main(args) == 0
+    assert len(list((tmp_path / "xdg" / "mmsearch" / "features").glob("*.npz"))) == 1
