@@ -11,7 +11,9 @@ import torch
 
 from models.bench_synthetic import (
     KNOWN_CLASSES,
+    AdditiveEmbedding,
     TrainSettings,
+    TwoPartFusion,
     _lr_factor,
     evaluate_subset,
     format_synthetic_table,
@@ -20,6 +22,7 @@ from models.bench_synthetic import (
     run_synthetic_benchmark,
     train_fusion,
 )
+from models.fusion import FusionConfig, ModalityFusion
 from models.synthetic import make_synthetic_dataset
 
 
@@ -169,3 +172,40 @@ def test_cosine_schedule_decays_to_zero_and_bad_schedules_fail() -> None:
     )
     with pytest.raises(ValueError, match="schedule"):
         train_fusion(data.train.of_classes(KNOWN_CLASSES), data.dims, settings, seed=0)
+
+
+def test_the_additive_half_ignores_missing_modalities() -> None:
+    torch.manual_seed(0)
+    additive = AdditiveEmbedding((6, 9, 4), centres=8, width=0.25, output_dim=16)
+    inputs = [torch.randn(5, d) for d in (6, 9, 4)]
+    present = torch.tensor([[True, False, True]] * 5)
+    out = additive(inputs, present)
+    np.testing.assert_allclose(out.detach().norm(dim=1).numpy(), 1.0, atol=1e-5)
+    changed = [inputs[0], torch.randn(5, 9), inputs[2]]  # only the absent modality differs
+    torch.testing.assert_close(additive(changed, present), out)
+    torch.testing.assert_close(additive([inputs[0], None, inputs[2]], present), out)
+    assert not torch.allclose(additive(inputs, torch.ones(5, 3, dtype=torch.bool)), out)
+
+
+def test_two_part_cosine_is_the_weighted_cosine_of_the_halves() -> None:
+    torch.manual_seed(0)
+    dims = (6, 9, 4)
+    fusion = ModalityFusion(FusionConfig(input_dims=dims, output_dim=16, normalize=True))
+    additive = AdditiveEmbedding(dims, centres=8, width=0.25, output_dim=16)
+    model = TwoPartFusion(fusion, additive, share=0.4)
+    a, b = ([torch.randn(3, d) for d in dims] for _ in range(2))
+    present = torch.ones(3, 3, dtype=torch.bool)
+    cos = (model(a, present) * model(b, present)).sum(1)
+    parts = [(m(a, present) * m(b, present)).sum(1) for m in (fusion, additive)]
+    torch.testing.assert_close(cos, 0.6 * parts[0] + 0.4 * parts[1])
+
+
+def test_additive_share_zero_trains_the_study_network_alone() -> None:
+    data = make_synthetic_dataset(1, n_classes=31, per_class=20)
+    known = data.train.of_classes(KNOWN_CLASSES)
+    settings = TrainSettings(metric="cosine", negatives=20, sample_budget=63)
+    assert isinstance(train_fusion(known, data.dims, settings, seed=2), TwoPartFusion)
+    plain = train_fusion(known, data.dims, replace(settings, additive_share=0.0), seed=2)
+    assert isinstance(plain, ModalityFusion)
+    euclidean = train_fusion(known, data.dims, replace(settings, metric="euclidean"), seed=2)
+    assert isinstance(euclidean, ModalityFusion)  # the additive half is for cosine models
