@@ -192,6 +192,10 @@ def train(
     tune_tower_from_stage: Annotated[
         int, typer.Option(help="First EfficientNet stage to tune (4, 5 or 6; lower = more)")
     ] = 5,
+    tune_tower_mixup: Annotated[
+        float,
+        typer.Option(help="Mixup Beta(a, a) of the tuned top's input maps (0 = off)"),
+    ] = 0.0,
     image_tta: Annotated[
         str,
         typer.Option(
@@ -227,7 +231,11 @@ def train(
         device=device,
         metric=metric,
         tune_tower=TuneConfig(
-            epochs=tune_tower_epochs, lr=tune_tower_lr, seed=seed, split_stage=tune_tower_from_stage
+            epochs=tune_tower_epochs,
+            lr=tune_tower_lr,
+            seed=seed,
+            split_stage=tune_tower_from_stage,
+            mixup=tune_tower_mixup,
         )
         if tune_tower_epochs > 0
         else None,
@@ -408,6 +416,13 @@ def bench_synthetic(
     sample_budget: Annotated[
         int | None, typer.Option(help="Training samples per model, for smoke runs [120000]")
     ] = None,
+    additive_share: Annotated[
+        float | None,
+        typer.Option(
+            help="Weight of the cosine models' additive per-dimension half; "
+            "0 = the study's fusion network alone [0.4]"
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr")] = True,
 ) -> None:
     """The synthetic three-modality study: every subset, both metrics, K sweep, vs the study."""
@@ -419,6 +434,7 @@ def bench_synthetic(
             ks=tuple(k) if k else (5, 20, 200, 2000),
             metrics=tuple(metric) if metric else ("cosine", "euclidean"),
             sample_budget=sample_budget,
+            additive_share=additive_share,
             progress=progress,
         )
     except ValueError as exc:

@@ -67,6 +67,8 @@ def run_training(
         raise CommandInputError("--tune-tower-epochs works with --base offline only")
     if request.tune_tower is not None and request.tune_tower.lr <= 0:
         raise CommandInputError("--tune-tower-lr must be positive")
+    if request.tune_tower is not None and request.tune_tower.mixup < 0:
+        raise CommandInputError("--tune-tower-mixup cannot be negative")
     if request.tune_tower is not None and request.tune_tower.split_stage not in SPLIT_STAGES:
         raise CommandInputError(f"--tune-tower-from-stage must be one of {SPLIT_STAGES}")
     if request.tune_tower is not None and not any(

@@ -201,6 +201,8 @@ def test_tower_tuning_options_are_checked(tmp_path: Path, shared_data: Path) -> 
     food = ["--dataset", "food101", "--data-dir", str(shared_data / "food101-10")]
     deep = ["train", *food, "--out", str(tmp_path / "c"), "--tune-tower-epochs", "1"]
     assert main([*deep, "--tune-tower-from-stage", "2"]) == 2
+    assert main([*deep, "--tune-tower-mixup", "-0.5"]) == 2
+    assert not any(tmp_path.iterdir())
 
 
 def test_the_tuned_top_is_cached_for_the_next_training(

@@ -62,6 +62,7 @@ def test_bench_synthetic_writes_json_and_prints_the_table(
         ["--seeds", "0"],
         ["--metric", "manhattan"],
         ["--sample-budget", "0"],
+        ["--additive-share", "1.5"],
     ],
 )
 def test_bench_synthetic_rejects_bad_input(
