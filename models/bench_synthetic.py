@@ -280,6 +280,10 @@ class _Trainee:
     def fusion(self) -> ModalityFusion:
         return self.model.fusion if isinstance(self.model, TwoPartFusion) else self.model
 
+    @property
+    def additive(self) -> AdditiveEmbedding | None:
+        return self.model.additive if isinstance(self.model, TwoPartFusion) else None
+
 
 def _views(
     trainee: _Trainee,
@@ -308,17 +312,10 @@ def _views(
             for x, s in zip(inputs, scales, strict=True)
         ]
 
-    extra = trainee.model.additive if isinstance(trainee.model, TwoPartFusion) else None
-    if not additive:
-        extra = None
-    first = noisy()
-    main_a = trainee.fusion(first, mask)
-    extra_a = None if extra is None else extra(first, mask)
-    second = noisy()
-    main_b = trainee.fusion(second, mask)
-    if extra is None or extra_a is None:
-        return (main_a, main_b), None
-    return (main_a, main_b), (extra_a, extra(second, mask))
+    first, second = noisy(), noisy()
+    main = trainee.fusion(first, mask), trainee.fusion(second, mask)
+    half = trainee.additive if additive else None
+    return main, None if half is None else (half(first, mask), half(second, mask))
 
 
 def _step_loss(trainee: _Trainee, inputs: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
@@ -327,7 +324,7 @@ def _step_loss(trainee: _Trainee, inputs: list[torch.Tensor], labels: torch.Tens
     temperature = trainee.temperature()
     loss = info_nce(view_a, view_b, temperature, settings.metric)
     extra = None
-    if settings.supervised_noise != settings.noise or isinstance(trainee.model, TwoPartFusion):
+    if settings.supervised_noise != settings.noise or trainee.additive is not None:
         # Heavy noise keeps instance discrimination hard, which is what keeps unseen
         # classes apart, but it also blurs each class's own spread, which is what
         # separates overlapping known classes. The class terms get lighter views.
