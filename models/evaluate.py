@@ -144,12 +144,14 @@ def evaluate_records(
     records: Sequence[CatalogRecord],
     *,
     support: Sequence[CatalogRecord] | None = None,
+    text_weight: float = 0.0,
     progress: ProgressCallback | None = None,
 ) -> dict[str, object]:
     """The ``mmsearch eval`` entry point: ``records`` are the evaluation set.
 
     For food101, ``support`` (default: ``records`` themselves, leaving each
-    query out of its own class's support) gives the class prototypes.
+    query out of its own class's support) gives the class prototypes, and
+    ``text_weight`` > 0 also scores them mixed with the class names.
     """
     match dataset:
         case "kfood":
@@ -159,6 +161,6 @@ def evaluate_records(
         case "food101":
             from models.prototypes import evaluate_prototype_records
 
-            return evaluate_prototype_records(encoder, records, support)
+            return evaluate_prototype_records(encoder, records, support, text_weight=text_weight)
         case _:
             raise ValueError(f"unknown dataset {dataset!r}; expected kfood, flickr or food101")

@@ -156,6 +156,30 @@ def _class_sums(matrix: np.ndarray, truth: np.ndarray, n_classes: int) -> tuple[
 # --------------------------------------------------------------------------- K-shot episodes
 
 
+class NameMix:
+    """Class-name vectors mixed into K-shot prototypes: normalise((1 - w) proto + w name).
+
+    The same mixing the index applies with ``text_weight``; ``names`` maps each
+    class to its embedded name (a unit vector).
+    """
+
+    def __init__(self, names: Mapping[str, np.ndarray], weight: float) -> None:
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"the text weight must be in [0, 1], got {weight}")
+        self.names = {name: np.asarray(v, dtype=np.float32) for name, v in names.items()}
+        self.weight = weight
+
+    def rows(self, classes: Sequence[str]) -> np.ndarray:
+        """The name vectors of ``classes``, in that order."""
+        missing = [name for name in classes if name not in self.names]
+        if missing:
+            raise ValueError(f"no name vector for classes {missing[:5]}")
+        return np.stack([self.names[name] for name in classes])
+
+    def apply(self, prototypes: np.ndarray, names: np.ndarray) -> np.ndarray:
+        return mix_with_text(l2_normalize(prototypes), names, self.weight)
+
+
 class _LabelledVectors:
     """Encoded images with their class positions (in ``classes``; -1 = not among them)."""
 
@@ -170,13 +194,19 @@ class _LabelledVectors:
 
 
 def _k_shot_scores(
-    queries: _LabelledVectors, support: _LabelledVectors, k: int | None, seed: int, same: bool
+    queries: _LabelledVectors,
+    support: _LabelledVectors,
+    k: int | None,
+    seed: int,
+    same: bool,
+    mix: NameMix | None = None,
 ) -> np.ndarray:
     """(n_queries, C) cosine scores against K-shot prototypes drawn with ``seed``.
 
     When queries and support are the same images, a query drawn into its own
     class's support is replaced there by the next member of the draw, so it is
     never its own example and the support keeps K members where the class can.
+    ``mix`` mixes each class's name into its prototype (own-class ones included).
     """
     n_classes = len(support.classes)
     sums = np.zeros((n_classes, support.vectors.shape[1]), dtype=np.float32)
@@ -189,11 +219,16 @@ def _k_shot_scores(
         sums[c] = support.vectors[chosen].sum(axis=0)
         if same:
             _leave_out_own(queries, c, order, chosen.size, sums[c], own_sums, own_counts)
-    scores = queries.vectors @ l2_normalize(sums).T
+    names = mix.rows(support.classes) if mix is not None else np.zeros_like(sums)
+    prototypes = l2_normalize(sums) if mix is None else mix.apply(sums, names)
+    scores = queries.vectors @ prototypes.T
     if same:
         rows = np.flatnonzero(queries.truth >= 0)
+        own = own_sums[rows]
+        if mix is not None:
+            own = mix.apply(own, names[queries.truth[rows]])
         scores[rows, queries.truth[rows]] = _own_class_scores(
-            queries.vectors[rows], own_sums[rows], own_counts[rows]
+            queries.vectors[rows], own, own_counts[rows]
         )
     return scores
 
@@ -226,12 +261,14 @@ def k_shot_accuracy(
     *,
     seeds: int = 5,
     support: tuple[np.ndarray, Sequence[str]] | None = None,
+    mix: NameMix | None = None,
 ) -> dict[str, float]:
     """Nearest-prototype top-1 / top-5 of ``vectors`` with K-shot prototypes (K None: all).
 
     ``support`` is another (vectors, labels) set to draw from; None draws from
     ``vectors`` themselves, leaving each query out of its own class's support.
     Averaged over ``seeds`` draws (seeds 0 .. seeds - 1; one draw for K = all).
+    ``mix`` mixes the class names into the prototypes.
     """
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
@@ -239,7 +276,7 @@ def k_shot_accuracy(
     classes = sorted(set(support_labels))
     queries = _LabelledVectors(vectors, labels, classes)
     support_set = _LabelledVectors(support_vectors, support_labels, classes)
-    return _k_shot_accuracy(queries, support_set, k, seeds, same=support is None)
+    return _k_shot_accuracy(queries, support_set, k, seeds, same=support is None, mix=mix)
 
 
 def _k_shot_accuracy(
@@ -248,11 +285,12 @@ def _k_shot_accuracy(
     k: int | None,
     seeds: int,
     same: bool,
+    mix: NameMix | None,
 ) -> dict[str, float]:
     draws = 1 if k is None else seeds
     totals = dict.fromkeys(TOP_KS, 0.0)
     for seed in range(draws):
-        scores = _k_shot_scores(queries, support, k, seed, same)
+        scores = _k_shot_scores(queries, support, k, seed, same, mix)
         for top in TOP_KS:
             totals[top] += topk_accuracy(scores, queries.truth, top)
     return {f"top{top}": totals[top] / draws for top in TOP_KS}
@@ -296,6 +334,15 @@ def _encode_batch(
         labels.extend(kept)
 
 
+def name_vectors(
+    encoder: Encoder, classes: Sequence[str], descriptions: Mapping[str, str] | None = None
+) -> np.ndarray:
+    """(C, dim) unit vectors of the embedded class names (and descriptions), in order."""
+    descriptions = descriptions or {}
+    texts = [class_text(name, descriptions.get(name)) for name in classes]
+    return l2_normalize(encoder.encode_texts(texts))
+
+
 def zero_shot_accuracy(
     encoder: Encoder,
     queries: np.ndarray,
@@ -304,9 +351,7 @@ def zero_shot_accuracy(
     descriptions: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
     """Top-1 / top-5 of classifying by the embedded class names alone."""
-    descriptions = descriptions or {}
-    texts = [class_text(name, descriptions.get(name)) for name in classes]
-    prototypes = l2_normalize(encoder.encode_texts(texts))
+    prototypes = name_vectors(encoder, classes, descriptions)
     labelled = _LabelledVectors(queries, labels, classes)
     scores = labelled.vectors @ prototypes.T
     return {f"top{k}": topk_accuracy(scores, labelled.truth, k) for k in TOP_KS}
@@ -321,6 +366,7 @@ def evaluate_prototype_records(
     shots: Sequence[int] = DEFAULT_SHOTS,
     seeds: int = 5,
     batch_size: int = 32,
+    text_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Classify every labelled image of ``records`` by its nearest prototype.
 
@@ -332,25 +378,40 @@ def evaluate_prototype_records(
         {"dataset": "food101", "n": N, "n_classes": C, "seeds": S,
          "zero_shot": {"top1", "top5"},
          "k_shot": {"1": {"top1", "top5"}, "5": {...}, "20": {...}, "all": {...}}}
+
+    ``text_weight`` > 0 adds ``"k_shot_with_names"`` (same keys) and
+    ``"text_weight"``: the K-shot prototypes mixed with the class names, as the
+    index's ``text_weight`` does; ``"k_shot"`` stays photos only.
     """
     vectors, labels = encode_record_images(encoder, records, batch_size)
     other = None
     if support is not None and support is not records:
         other = encode_record_images(encoder, support, batch_size)
-    k_shot = {
-        str(k): k_shot_accuracy(vectors, labels, k, seeds=seeds, support=other)
-        for k in sorted(set(shots))
-    }
-    k_shot["all"] = k_shot_accuracy(vectors, labels, None, seeds=seeds, support=other)
+
+    def k_shot_table(mix: NameMix | None = None) -> dict[str, dict[str, float]]:
+        settings = [*((str(k), k) for k in sorted(set(shots))), ("all", None)]
+        return {
+            key: k_shot_accuracy(vectors, labels, k, seeds=seeds, support=other, mix=mix)
+            for key, k in settings
+        }
+
     zero_shot_classes = list(classes) if classes is not None else sorted(set(labels))
-    return {
+    result: dict[str, Any] = {
         "dataset": "food101",
         "n": len(labels),
         "n_classes": len(zero_shot_classes),
         "seeds": seeds,
         "zero_shot": zero_shot_accuracy(encoder, vectors, labels, zero_shot_classes),
-        "k_shot": k_shot,
+        "k_shot": k_shot_table(),
     }
+    if text_weight > 0:
+        support_classes = sorted(set(other[1] if other is not None else labels))
+        names = name_vectors(encoder, support_classes)
+        result["text_weight"] = text_weight
+        result["k_shot_with_names"] = k_shot_table(
+            NameMix(dict(zip(support_classes, names, strict=True)), text_weight)
+        )
+    return result
 
 
 def evaluate_prototypes(
@@ -360,6 +421,7 @@ def evaluate_prototypes(
     shots: Sequence[int] = DEFAULT_SHOTS,
     seeds: int = 5,
     batch_size: int = 32,
+    text_weight: float = 0.0,
 ) -> dict[str, Any]:
     """:func:`evaluate_prototype_records` on a food101-format folder (``labels.tsv``,
     ``classes.txt``): its images are the queries and, unless ``support_dir`` names
@@ -377,4 +439,5 @@ def evaluate_prototypes(
         shots=shots,
         seeds=seeds,
         batch_size=batch_size,
+        text_weight=text_weight,
     )

@@ -277,6 +277,12 @@ def eval_command(
     ] = "all",
     val_fraction: Annotated[float, typer.Option(help="With --split val: as in training")] = 0.2,
     seed: Annotated[int, typer.Option(help="With --split val: as in training")] = 0,
+    text_weight: Annotated[
+        float,
+        typer.Option(
+            help="food101: also score prototypes mixed with the class name at this weight"
+        ),
+    ] = 0.0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
 ) -> None:
     """Rank every item of DATA_DIR against every item of the other modality; print a table."""
@@ -293,6 +299,7 @@ def eval_command(
             split=split,
             val_fraction=val_fraction,
             seed=seed,
+            text_weight=text_weight,
             progress=report,
         )
     print(evaluation_table(result))

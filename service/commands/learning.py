@@ -101,6 +101,7 @@ def run_evaluation(
     split: str,
     val_fraction: float,
     seed: int,
+    text_weight: float = 0.0,
     progress: Callable[[int, int], None] | None,
 ) -> dict[str, Any]:
     from models.evaluate import evaluate_records
@@ -114,6 +115,10 @@ def run_evaluation(
             raise CommandInputError(f"{name} {path} does not exist")
     if split not in ("all", "val"):
         raise CommandInputError("--split must be 'all' or 'val'")
+    if not 0.0 <= text_weight <= 1.0:
+        raise CommandInputError(f"--text-weight must be in [0, 1], got {text_weight}")
+    if text_weight > 0 and dataset != "food101":
+        raise CommandInputError("--text-weight applies to --dataset food101 only")
     encoder = encoder_from_model_option(model, device)
     records = list(open_dataset(data_dir, dataset))
     support = list(open_dataset(support_dir, dataset)) if support_dir else None
@@ -122,7 +127,9 @@ def run_evaluation(
         # the rest is the support set of the prototype evaluation.
         rest, records = split_records(records, val_fraction, seed)
         support = support if support is not None else rest
-    result = evaluate_records(encoder, dataset, records, support=support, progress=progress)
+    result = evaluate_records(
+        encoder, dataset, records, support=support, text_weight=text_weight, progress=progress
+    )
     result["model"] = encoder.fingerprint
     if split == "val":
         result["split"] = {"part": "val", "val_fraction": val_fraction, "seed": seed}

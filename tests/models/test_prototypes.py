@@ -13,6 +13,7 @@ from PIL import Image
 
 from models.encoders.base import l2_normalize
 from models.prototypes import (
+    NameMix,
     class_prototypes,
     class_text,
     evaluate_prototypes,
@@ -133,8 +134,16 @@ def test_topk_accuracy_counts_the_true_class_among_the_k_best() -> None:
     assert topk_accuracy(scores, truth, 3) == pytest.approx(2 / 3)  # -1 never counts
 
 
-def brute_force_top1(vectors: np.ndarray, labels: list[str], k: int | None, seed: int) -> float:
-    """The oracle: per query, every class's support drawn by hand, the query left out."""
+def brute_force_top1(
+    vectors: np.ndarray,
+    labels: list[str],
+    k: int | None,
+    seed: int,
+    names: dict[str, np.ndarray] | None = None,
+    weight: float = 0.0,
+) -> float:
+    """The oracle: per query, every class's support drawn by hand, the query left out;
+    with ``names``, each prototype is normalise((1 - weight) unit mean + weight name)."""
     classes = sorted(set(labels))
     hits = 0
     for i, vector in enumerate(vectors):
@@ -144,8 +153,15 @@ def brute_force_top1(vectors: np.ndarray, labels: list[str], k: int | None, seed
             order = [members[t] for t in support_order(len(members), seed, name)]
             candidates = [j for j in order if j != i]
             support = candidates if k is None else candidates[:k]
-            mean = vectors[support].mean(axis=0) if support else None
-            scores.append(-np.inf if mean is None else mean @ vector / np.linalg.norm(mean))
+            if not support:
+                scores.append(-np.inf)
+                continue
+            prototype = vectors[support].mean(axis=0)
+            prototype /= np.linalg.norm(prototype)
+            if names is not None:
+                prototype = (1 - weight) * prototype + weight * names[name]
+                prototype /= np.linalg.norm(prototype)
+            scores.append(prototype @ vector)
         hits += classes[int(np.argmax(scores))] == labels[i]
     return hits / len(labels)
 
@@ -162,6 +178,44 @@ def test_k_shot_accuracy_matches_the_brute_force_oracle(k: int | None) -> None:
     seeds = 1 if k is None else 3
     expected = np.mean([brute_force_top1(vectors, labels, k, s) for s in range(seeds)])
     assert got == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("k", "weight"), [(1, 0.3), (3, 0.6), (None, 0.5)])
+def test_name_mixed_k_shot_matches_the_brute_force_oracle(k: int | None, weight: float) -> None:
+    rng = np.random.default_rng(4)
+    labels = [str(c) for c in rng.integers(0, 4, 40)]
+    centres = rng.standard_normal((4, 8))
+    vectors = l2_normalize(centres[[int(c) for c in labels]] + 1.5 * rng.standard_normal((40, 8)))
+    names = {str(c): row for c, row in enumerate(l2_normalize(rng.standard_normal((4, 8))))}
+
+    got = k_shot_accuracy(vectors, labels, k, seeds=3, mix=NameMix(names, weight))["top1"]
+
+    seeds = 1 if k is None else 3
+    expected = np.mean(
+        [brute_force_top1(vectors, labels, k, s, names, weight) for s in range(seeds)]
+    )
+    plain = np.mean([brute_force_top1(vectors, labels, k, s) for s in range(seeds)])
+    assert got == pytest.approx(expected)
+    assert expected != pytest.approx(plain)  # the names changed something here
+
+
+def test_full_name_weight_is_zero_shot_and_zero_weight_is_photos_only() -> None:
+    support = (np.array([[1, 0], [0, 1]], np.float32), ["a", "b"])
+    queries = l2_normalize(np.array([[1, 0.2], [1, 0.1]], np.float32))
+    names = {"a": np.array([0, 1], np.float32), "b": np.array([1, 0], np.float32)}
+
+    photos = k_shot_accuracy(queries, ["a", "a"], None, support=support, mix=NameMix(names, 0))
+    only_names = k_shot_accuracy(queries, ["a", "a"], None, support=support, mix=NameMix(names, 1))
+
+    assert photos["top1"] == 1.0  # the photos say "a"
+    assert only_names["top1"] == 0.0  # the (swapped) names say "b"
+
+
+def test_name_mix_refuses_a_bad_weight_and_a_missing_class() -> None:
+    with pytest.raises(ValueError, match="text weight"):
+        NameMix({"a": np.ones(2)}, 1.5)
+    with pytest.raises(ValueError, match="no name vector"):
+        NameMix({"a": np.ones(2)}, 0.5).rows(["a", "b"])
 
 
 def test_separate_support_set_is_not_left_out() -> None:
@@ -189,6 +243,19 @@ def test_evaluate_prototypes_on_a_food101_folder(tmp_path: Path) -> None:
     for figures in result["k_shot"].values():
         assert set(figures) == {"top1", "top5"}
         assert figures["top1"] == 1.0  # well-separated colours
+
+
+def test_evaluation_with_a_text_weight_reports_photos_and_names(tmp_path: Path) -> None:
+    data = write_food101(tmp_path / "food", {"red_apple": 6, "green_salad": 5, "blue_cheese": 4})
+
+    plain = evaluate_prototypes(ColourEncoder(), data, shots=(1, 5), seeds=2)
+    mixed = evaluate_prototypes(ColourEncoder(), data, shots=(1, 5), seeds=2, text_weight=0.5)
+
+    assert "k_shot_with_names" not in plain and "text_weight" not in plain
+    assert mixed["text_weight"] == 0.5
+    assert mixed["k_shot"] == plain["k_shot"]  # photos-only figures are unchanged
+    assert set(mixed["k_shot_with_names"]) == {"1", "5", "all"}
+    assert mixed["k_shot_with_names"]["all"]["top1"] == 1.0
 
 
 def test_a_query_is_never_its_own_support(tmp_path: Path) -> None:

@@ -87,6 +87,36 @@ def test_search_by_text_prints_a_table(cli_index: Path, capsys: pytest.CaptureFi
         (["search", "--index-dir", "{tmp}", "--json"], 2, "exactly one of --text or --image"),
         (["search", "--index-dir", "{tmp}", "--image", "{tmp}/none.jpg"], 1, "not found"),
         (["index", "{sample}", "--index-dir", "{tmp}"], 2, "--format"),
+        (
+            [
+                "eval",
+                "--model",
+                "offline",
+                "--dataset",
+                "kfood",
+                "--data-dir",
+                "{sample}",
+                "--text-weight",
+                "0.5",
+            ],
+            2,
+            "food101 only",
+        ),
+        (
+            [
+                "eval",
+                "--model",
+                "offline",
+                "--dataset",
+                "food101",
+                "--data-dir",
+                "{sample}",
+                "--text-weight",
+                "1.5",
+            ],
+            2,
+            "--text-weight must be in [0, 1]",
+        ),
     ],
 )
 def test_bad_input_exits_non_zero_with_a_message_and_no_traceback(
