@@ -40,6 +40,10 @@ TOWER_FILE = "tower.safetensors"
 # Test-time augmentation of image queries and items: "flip" embeds each image and its
 # mirror image and averages the two vectors (twice the image cost, mirror-invariant).
 IMAGE_TTA = ("none", "flip")
+# Inference input size of the offline image tower (None: its own 224). Training crops
+# are random-resized, so objects look larger than in a 224 centre crop; a somewhat
+# larger test size matches them again (Touvron et al. 2019, "FixRes").
+IMAGE_SIZES = range(96, 641)
 
 
 class BundleError(ValueError):
@@ -56,14 +60,17 @@ def save_bundle(
     training: dict[str, Any] | None = None,
     tuned_top: VisionTop | None = None,
     image_tta: str = "none",
+    image_size: int | None = None,
 ) -> Path:
     """Write the bundle into ``out_dir`` (weights first, ``bundle.json`` last, each atomically).
 
     ``tuned_top`` is a fine-tuned top of the offline image tower
     (:mod:`models.tower_tuning`); ``base_fingerprint`` stays the untuned base's.
-    ``image_tta`` is one of :data:`IMAGE_TTA`.
+    ``image_tta`` is one of :data:`IMAGE_TTA`; ``image_size`` (offline base only) the
+    side photos are embedded at, None for the tower's own.
     """
     check_image_tta(image_tta)
+    check_image_size(image_size)
     weights = out_dir / WEIGHTS_FILE
     save_state_dict(weights, model.state_dict())
     meta = {
@@ -78,6 +85,8 @@ def save_bundle(
         "training": training or {},
         "image_tta": image_tta,
     }
+    if image_size is not None:
+        meta["image_size"] = image_size
     if tuned_top is not None:
         save_state_dict(out_dir / TOWER_FILE, tuned_top.state_dict())
         meta["tower"] = {
@@ -95,6 +104,17 @@ def check_image_tta(value: object) -> str:
     if value not in IMAGE_TTA:
         raise ValueError(f"image test-time augmentation must be one of {IMAGE_TTA}, not {value!r}")
     return str(value)
+
+
+def check_image_size(value: object) -> int | None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or value not in IMAGE_SIZES
+    ):
+        raise ValueError(
+            f"image size must be an integer from {IMAGE_SIZES.start} to "
+            f"{IMAGE_SIZES.stop - 1} pixels, not {value!r}"
+        )
+    return value
 
 
 def _checked_weights(path: Path, name: str, sha256: object) -> Path:
@@ -148,8 +168,13 @@ def load_bundle(path: Path, device: str = "cpu", towers: Towers | None = None) -
         towers = _with_tuned_top(path, meta["tower"], towers)
     try:
         check_image_tta(meta.get("image_tta", "none"))
+        image_size = check_image_size(meta.get("image_size"))
     except ValueError as exc:
         raise BundleError(f"{path / CONFIG_FILE}: {exc}") from exc
+    if image_size is not None:
+        if not isinstance(towers, OfflineTowers):
+            raise BundleError(f"bundle {path}: image_size needs the offline base")
+        towers = towers.with_image_size(image_size)
     return BundleEncoder(path, meta, load_joint_model(path, meta), towers)
 
 
@@ -180,9 +205,11 @@ class BundleEncoder:
         self.image_tta = str(meta.get("image_tta", "none"))
         tower_sha = meta.get("tower", {}).get("weights_sha256")
         payload = [meta["base_fingerprint"], meta["joint"], meta["weights_sha256"]]
-        # Bundles without a tuned tower or TTA keep the fingerprint they had before either.
+        # Bundles without a tuned tower, TTA or image size keep the fingerprint they had
+        # before those existed.
         payload += [tower_sha] if tower_sha else []
         payload += [f"tta:{self.image_tta}"] if self.image_tta != "none" else []
+        payload += [f"size:{meta['image_size']}"] if meta.get("image_size") is not None else []
         payload_text = json.dumps(payload, sort_keys=True)
         self._fingerprint = "bundle-" + hashlib.sha256(payload_text.encode()).hexdigest()[:16]
 

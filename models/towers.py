@@ -103,10 +103,14 @@ class OfflineTowers:
         device: str = "auto",
         tuned_top: VisionTop | None = None,
         encoder: OfflineEncoder | None = None,
+        image_size: int | None = None,
     ) -> None:
         from models.encoders.offline import OfflineEncoder
 
         self._encoder = encoder if encoder is not None else OfflineEncoder(device=device)
+        # Inference input size; None = the network's own 224. Training (cached maps,
+        # augmented views) always runs at 224: this only changes how photos are embedded.
+        self._image_size = image_size
         self._stage = tuned_top.split_stage if tuned_top is not None else SPLIT_STAGE
         self._tuned_top = (
             tuned_top.to(self._encoder.device, self._encoder.vision_dtype).eval()
@@ -120,9 +124,10 @@ class OfflineTowers:
 
     @property
     def fingerprint(self) -> str:
-        if self._tuned_top is None:
-            return self._encoder.fingerprint
-        return f"{self._encoder.fingerprint}+top{self._stage}-{top_digest(self._tuned_top)}"
+        text = self._encoder.fingerprint
+        if self._tuned_top is not None:
+            text += f"+top{self._stage}-{top_digest(self._tuned_top)}"
+        return text + (f"@{self._image_size}px" if self._image_size is not None else "")
 
     @property
     def base_fingerprint(self) -> str:
@@ -148,7 +153,19 @@ class OfflineTowers:
 
     def with_tuned_top(self, top: VisionTop) -> OfflineTowers:
         """The same encoder (loaded once) with ``top`` in place of the pooled-feature top."""
-        return OfflineTowers(tuned_top=top, encoder=self._encoder)
+        return OfflineTowers(tuned_top=top, encoder=self._encoder, image_size=self._image_size)
+
+    @property
+    def image_size(self) -> int:
+        """The side of the square crop photos are embedded at."""
+        from models.encoders import imagenet
+
+        return self._image_size if self._image_size is not None else imagenet.INPUT_SIZE
+
+    def with_image_size(self, size: int) -> OfflineTowers:
+        """The same towers embedding photos at ``size`` pixels (shorter side to size / 0.875,
+        centre crop); the networks are fully convolutional up to global pooling."""
+        return OfflineTowers(tuned_top=self._tuned_top, encoder=self._encoder, image_size=size)
 
     @property
     def image_dim(self) -> int:
@@ -222,7 +239,7 @@ class OfflineTowers:
     def image_features(self, images: Sequence[Image.Image]) -> np.ndarray:
         step = self._encoder.image_batch_size
         parts = [
-            self._features(self._encoder.preprocess_images(images[i : i + step]))
+            self._features(self._encoder.preprocess_images(images[i : i + step], self.image_size))
             for i in range(0, len(images), step)
         ]
         return np.concatenate(parts) if parts else np.empty((0, self.image_dim), np.float32)

@@ -66,6 +66,7 @@ class BundleRequest:
     device: str = "auto"
     tune_tower: TuneConfig | None = None  # fine-tune the offline image tower's top first
     image_tta: str = "none"  # how the bundle embeds images once trained (models.bundle.IMAGE_TTA)
+    image_size: int | None = None  # the side photos are embedded at once trained (offline)
 
 
 def _read_records(source: Source) -> list[CatalogRecord]:
@@ -262,5 +263,6 @@ def train_bundle(
         training=training,
         tuned_top=tuned_top,
         image_tta=request.image_tta,
+        image_size=request.image_size,
     )
     return result

@@ -203,6 +203,13 @@ def train(
             "image (twice the image cost), none = the photo alone"
         ),
     ] = "none",
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            help="offline base: the side photos are embedded at once trained "
+            "[default: the tower's own 224]"
+        ),
+    ] = None,
 ) -> None:
     """Train heads, recipe encoder and fusion on frozen towers; write a bundle."""
     from models.encoders.offline import default_cache_dir
@@ -240,6 +247,7 @@ def train(
         if tune_tower_epochs > 0
         else None,
         image_tta=image_tta,
+        image_size=image_size,
     )
     config = TrainConfig(
         epochs=epochs,

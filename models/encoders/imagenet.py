@@ -105,19 +105,20 @@ def build_efficientnet_lite0(path: Path | None = None) -> torch.nn.Module:
     return model.eval()
 
 
-def preprocess(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> normalised (3, 224, 224) float32 tensor (timm eval transform)."""
+def preprocess(image: Image.Image, size: int = INPUT_SIZE) -> torch.Tensor:
+    """RGB PIL image -> normalised (3, size, size) float32 tensor (timm eval transform:
+    shorter side to size / CROP_PCT, centre crop)."""
     image = image if image.mode == "RGB" else image.convert("RGB")
     width, height = image.size
-    scale_size = int(round(INPUT_SIZE / CROP_PCT))  # 256
+    scale_size = int(round(size / CROP_PCT))  # 256 for 224
     if width <= height:
         new_w, new_h = scale_size, max(1, int(round(height * scale_size / width)))
     else:
         new_w, new_h = max(1, int(round(width * scale_size / height))), scale_size
     image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
-    left = (new_w - INPUT_SIZE) // 2
-    top = (new_h - INPUT_SIZE) // 2
-    image = image.crop((left, top, left + INPUT_SIZE, top + INPUT_SIZE))
+    left = (new_w - size) // 2
+    top = (new_h - size) // 2
+    image = image.crop((left, top, left + size, top + size))
     pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
     normalised = (pixels - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)
     return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1), dtype=np.float32))

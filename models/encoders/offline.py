@@ -302,11 +302,13 @@ class OfflineEncoder:
     # -- images: pre / core / post ------------------------------------------------------------
 
     @staticmethod
-    def preprocess_images(images: Sequence[Image.Image]) -> torch.Tensor:
-        """CPU step: (n, 3, 224, 224) float32 batch."""
+    def preprocess_images(
+        images: Sequence[Image.Image], size: int = imagenet.INPUT_SIZE
+    ) -> torch.Tensor:
+        """CPU step: (n, 3, size, size) float32 batch (224: the network's training size)."""
         if not images:
-            return torch.empty((0, 3, imagenet.INPUT_SIZE, imagenet.INPUT_SIZE))
-        return torch.stack([imagenet.preprocess(img) for img in images])
+            return torch.empty((0, 3, size, size))
+        return torch.stack([imagenet.preprocess(img, size) for img in images])
 
     def image_logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Device step: ImageNet logits (n, 1000) as float32."""

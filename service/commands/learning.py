@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from models.bundle import IMAGE_TTA
+from models.bundle import IMAGE_SIZES, IMAGE_TTA
 from models.datasets import open_dataset, split_records
 from models.encoders.base import Encoder
 from models.registry import load_encoder
@@ -63,6 +63,12 @@ def run_training(
         raise CommandInputError("--infonce-weight and --triplet-weight cannot both be 0")
     if request.image_tta not in IMAGE_TTA:
         raise CommandInputError(f"--image-tta must be one of {', '.join(IMAGE_TTA)}")
+    if request.image_size is not None and request.image_size not in IMAGE_SIZES:
+        raise CommandInputError(
+            f"--image-size must be from {IMAGE_SIZES.start} to {IMAGE_SIZES.stop - 1} pixels"
+        )
+    if request.image_size is not None and request.base != "offline":
+        raise CommandInputError("--image-size works with --base offline only")
     if request.tune_tower is not None and request.base != "offline":
         raise CommandInputError("--tune-tower-epochs works with --base offline only")
     if request.tune_tower is not None and request.tune_tower.lr <= 0:

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from models.bundle import TOWER_FILE, BundleError, load_bundle
+from models.encoders import imagenet
 from models.encoders.offline import OfflineEncoder
 from models.images import load_image
 from models.tower_tuning import SPLIT_STAGES, TuneConfig, VisionTop, run_bottom, tune_top
@@ -125,6 +126,24 @@ def test_tuned_towers_have_their_own_fingerprint(
     np.testing.assert_allclose(plain[:, 1280:], changed[:, 1280:], atol=1e-4)
 
 
+def test_towers_can_embed_photos_at_another_size(
+    towers: OfflineTowers, burritos: list[Image.Image]
+) -> None:
+    assert imagenet.preprocess(burritos[0], 256).shape == (3, 256, 256)
+    assert imagenet.preprocess(burritos[0]).shape == (3, 224, 224)
+    bigger = towers.with_image_size(256)
+    assert (towers.image_size, bigger.image_size) == (224, 256)
+    assert bigger.fingerprint != towers.fingerprint
+    expected = towers._features(  # noqa: SLF001 - the network on hand-made 256 px inputs
+        torch.stack([imagenet.preprocess(img, 256) for img in burritos])
+    )
+    got = bigger.image_features(burritos)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert not np.allclose(got, towers.image_features(burritos), atol=1e-3)
+    top = VisionTop(towers._encoder.vision_network)  # noqa: SLF001
+    assert bigger.with_tuned_top(top).image_size == 256  # a tuned top keeps the size
+
+
 def _food101_sample(source: Path, dest: Path, per_class: int) -> Path:
     classes = ["apple_pie", "baklava"]
     (dest / "classes.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
@@ -180,6 +199,32 @@ def test_a_tuned_bundle_carries_and_applies_its_tower(
     np.testing.assert_allclose(again.encode_images(burritos), vectors, atol=1e-6)
 
 
+def test_a_bundle_embeds_photos_at_its_image_size(
+    tuned_bundle: Path,
+    food16: Path,
+    offline_cache_dir: Path,
+    towers: OfflineTowers,
+    burritos: list[Image.Image],
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "big"
+    _train_tuned(food16, out, offline_cache_dir, "--image-size", "256")
+    meta = json.loads((out / "bundle.json").read_text())
+    plain_meta = json.loads((tuned_bundle / "bundle.json").read_text())
+    assert meta["image_size"] == 256 and "image_size" not in plain_meta
+    # The size is how the bundle embeds, not how it trains: the weights are the same.
+    assert meta["weights_sha256"] == plain_meta["weights_sha256"]
+    big, plain = load_bundle(out, towers=towers), load_bundle(tuned_bundle, towers=towers)
+    assert big.towers.image_size == 256 and plain.towers.image_size == 224
+    assert big.fingerprint != plain.fingerprint  # snapshots of one refuse the other
+    assert not np.allclose(big.encode_images(burritos), plain.encode_images(burritos), atol=1e-3)
+    np.testing.assert_array_equal(big.encode_texts(["baklava"]), plain.encode_texts(["baklava"]))
+    meta["image_size"] = 20
+    (out / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="image size"):
+        load_bundle(out, towers=towers)
+
+
 def test_a_tampered_tower_is_refused(
     tuned_bundle: Path, towers: OfflineTowers, tmp_path: Path
 ) -> None:
@@ -202,6 +247,8 @@ def test_tower_tuning_options_are_checked(tmp_path: Path, shared_data: Path) -> 
     deep = ["train", *food, "--out", str(tmp_path / "c"), "--tune-tower-epochs", "1"]
     assert main([*deep, "--tune-tower-from-stage", "2"]) == 2
     assert main([*deep, "--tune-tower-mixup", "-0.5"]) == 2
+    assert main([*deep, "--image-size", "32"]) == 2
+    assert main([*synthetic, "--epochs", "1", "--image-size", "256"]) == 2  # not offline
     assert not any(tmp_path.iterdir())
 
 
