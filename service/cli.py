@@ -100,10 +100,10 @@ def index_command(
     batch_size: Annotated[int, typer.Option(help="Items encoded per batch")] = 32,
     model: ModelOption = None,
     class_field: Annotated[
-        str | None, typer.Option(help="Metadata field naming classes [default: item labels]")
+        str | None, typer.Option(help="Metadata field naming classes (default: item labels)")
     ] = None,
     shots: Annotated[
-        int | None, typer.Option(help="K support items per class prototype [default: all]")
+        int | None, typer.Option(help="K support items per class prototype (default: all)")
     ] = None,
     prototype_seed: Annotated[int, typer.Option(help="Seed of the K-shot support draw")] = 0,
     text_weight: Annotated[
@@ -207,7 +207,7 @@ def train(
         int | None,
         typer.Option(
             help="offline base: the side photos are embedded at once trained "
-            "[default: the tower's own 224]"
+            "(default: the tower's own 224)"
         ),
     ] = None,
 ) -> None:
