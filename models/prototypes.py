@@ -219,14 +219,15 @@ def _k_shot_scores(
         sums[c] = support.vectors[chosen].sum(axis=0)
         if same:
             _leave_out_own(queries, c, order, chosen.size, sums[c], own_sums, own_counts)
-    names = mix.rows(support.classes) if mix is not None else np.zeros_like(sums)
-    prototypes = l2_normalize(sums) if mix is None else mix.apply(sums, names)
+    prototypes = l2_normalize(sums)
+    if mix is not None:
+        prototypes = mix.apply(sums, mix.rows(support.classes))
     scores = queries.vectors @ prototypes.T
     if same:
         rows = np.flatnonzero(queries.truth >= 0)
         own = own_sums[rows]
         if mix is not None:
-            own = mix.apply(own, names[queries.truth[rows]])
+            own = mix.apply(own, mix.rows(support.classes)[queries.truth[rows]])
         scores[rows, queries.truth[rows]] = _own_class_scores(
             queries.vectors[rows], own, own_counts[rows]
         )
