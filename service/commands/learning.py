@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from models.bundle import IMAGE_SIZES, IMAGE_TTA
+from models.bundle import check_image_size, check_image_tta
 from models.datasets import open_dataset, split_records
 from models.encoders.base import Encoder
 from models.registry import load_encoder
@@ -61,12 +61,14 @@ def run_training(
         raise CommandInputError("loss weights cannot be negative")
     if config.infonce_weight == 0 and config.triplet_weight == 0:
         raise CommandInputError("--infonce-weight and --triplet-weight cannot both be 0")
-    if request.image_tta not in IMAGE_TTA:
-        raise CommandInputError(f"--image-tta must be one of {', '.join(IMAGE_TTA)}")
-    if request.image_size is not None and request.image_size not in IMAGE_SIZES:
-        raise CommandInputError(
-            f"--image-size must be from {IMAGE_SIZES.start} to {IMAGE_SIZES.stop - 1} pixels"
-        )
+    for flag, check, value in (
+        ("--image-tta", check_image_tta, request.image_tta),
+        ("--image-size", check_image_size, request.image_size),
+    ):
+        try:
+            check(value)  # the checks bundle.json gets, so the two cannot drift apart
+        except ValueError as exc:
+            raise CommandInputError(f"{flag}: {exc}") from exc
     if request.image_size is not None and request.base != "offline":
         raise CommandInputError("--image-size works with --base offline only")
     if request.tune_tower is not None and request.base != "offline":
