@@ -43,7 +43,7 @@ from index.catalog import Catalog
 from index.filters import FilterError, json_path
 from index.layout import CorruptSnapshotError, atomic_write_text
 from models.encoders.base import Encoder, l2_normalize
-from models.prototypes import class_text, mix_with_text, support_indices
+from models.prototypes import check_text_weight, class_text, mix_with_text, support_indices
 
 PROTOTYPES_FILE = "prototypes.npy"
 ROW_CLASSES_FILE = "row_classes.npy"
@@ -74,8 +74,10 @@ class PrototypeOptions:
                 raise PrototypeOptionsError(f"class field: {exc}") from exc
         if self.shots is not None and self.shots < 1:
             raise PrototypeOptionsError(f"prototype shots K must be positive, got {self.shots}")
-        if not 0.0 <= self.text_weight <= 1.0:
-            raise PrototypeOptionsError(f"text weight must be in [0, 1], got {self.text_weight}")
+        try:
+            check_text_weight(self.text_weight)
+        except ValueError as exc:
+            raise PrototypeOptionsError(str(exc)) from exc
         if len(self.zero_shot_classes) > MAX_ZERO_SHOT_CLASSES:
             raise PrototypeOptionsError(f"at most {MAX_ZERO_SHOT_CLASSES} zero-shot classes")
         if any(not name.strip() for name in self.zero_shot_classes):

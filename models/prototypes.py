@@ -84,10 +84,15 @@ def class_prototypes(
     return classes, l2_normalize(prototypes)
 
 
-def mix_with_text(shot: np.ndarray, text: np.ndarray, text_weight: float) -> np.ndarray:
-    """normalise((1 - w) * shot + w * text): a class described by examples and by its name."""
+def check_text_weight(text_weight: float) -> float:
     if not 0.0 <= text_weight <= 1.0:
         raise ValueError(f"the text weight must be in [0, 1], got {text_weight}")
+    return text_weight
+
+
+def mix_with_text(shot: np.ndarray, text: np.ndarray, text_weight: float) -> np.ndarray:
+    """normalise((1 - w) * shot + w * text): a class described by examples and by its name."""
+    check_text_weight(text_weight)
     return l2_normalize((1.0 - text_weight) * shot + text_weight * text)
 
 
@@ -164,10 +169,8 @@ class NameMix:
     """
 
     def __init__(self, names: Mapping[str, np.ndarray], weight: float) -> None:
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"the text weight must be in [0, 1], got {weight}")
         self.names = {name: np.asarray(v, dtype=np.float32) for name, v in names.items()}
-        self.weight = weight
+        self.weight = check_text_weight(weight)  # refused here, not at the first draw
 
     def rows(self, classes: Sequence[str]) -> np.ndarray:
         """The name vectors of ``classes``, in that order."""
