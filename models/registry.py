@@ -7,7 +7,8 @@ Specs (``MMSEARCH_ENCODER`` and the CLI use these):
   PRETRAINED is a tag (``laion2b_s34b_b79k``), a local checkpoint path, or
   ``hf-hub:org/name`` (``openclip:hf-hub:org/name`` works too). Only the first
   two colons split the spec, so PRETRAINED may contain colons.
-- ``bundle:PATH`` — a trained bundle (needs ``models.bundle``).
+- ``bundle:PATH`` — a trained bundle (needs ``models.bundle``) or an ensemble of
+  bundles (:mod:`models.ensemble`).
 
 This module imports no backend at import time: each is loaded when asked for.
 """
@@ -61,6 +62,10 @@ def _load_bundle(path: str, device: str) -> Encoder:
     load_bundle = getattr(module, "load_bundle", None)
     if load_bundle is None:
         raise ValueError("models.bundle has no load_bundle(path, device); cannot load bundles")
+    from models.ensemble import is_ensemble, load_ensemble
+
+    if is_ensemble(Path(path)):
+        return load_ensemble(Path(path), device)
     encoder: Encoder = load_bundle(Path(path), device)
     return encoder
 

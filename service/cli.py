@@ -316,6 +316,22 @@ def eval_command(
         json_out.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
+@app.command()
+def ensemble(
+    member: Annotated[
+        list[Path], typer.Option("--member", help="A trained bundle directory; two or more")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="New ensemble directory to write")],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (to check the members)")] = "cpu",
+) -> None:
+    """Join trained bundles into one model: their vectors side by side, cosines averaged."""
+    from service.commands.learning import run_ensemble
+
+    configure_logging(load_settings())
+    run_ensemble(member, out, device)
+    print(f"wrote ensemble {out} of {len(member)} bundles")
+
+
 def evaluation_table(result: dict[str, Any]) -> str:
     """One line per direction / setting of an evaluation result."""
     lines = [f"{result.get('dataset')}  model {result.get('model')}"]

@@ -88,6 +88,20 @@ def run_training(
     return train_bundle(request, config, progress=progress, on_epoch=on_epoch)
 
 
+def run_ensemble(members: list[Path], out: Path, device: str) -> Path:
+    """``mmsearch ensemble``: copy the member bundles into one ensemble directory."""
+    from models.bundle import BundleError
+    from models.ensemble import save_ensemble
+
+    for member in members:
+        if not member.is_dir():
+            raise CommandInputError(f"--member {member} is not a bundle directory")
+    try:
+        return save_ensemble(out, members, device=device)
+    except BundleError as exc:
+        raise CommandInputError(str(exc)) from exc
+
+
 def encoder_from_model_option(model: str, device: str) -> Encoder:
     """``offline``, any encoder spec, ``bundle:PATH`` or a bare bundle directory."""
     spec = model

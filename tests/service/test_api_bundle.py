@@ -84,3 +84,33 @@ def test_photo_finds_its_own_item_and_recipes(client: TestClient, kfood_sample: 
     ).json()  # fmt: skip
     assert len(only_recipes["matches"]) == 5
     assert {m["kind"] for m in only_recipes["matches"]} == {"recipe"}
+
+
+@pytest.fixture(scope="module")
+def ensemble_spec(bundle_spec: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("service-ensemble")
+    other = root / "other"
+    assert main(train_args(save_tiny_base(root), other, "--epochs", "5", "--seed", "1")) == 0
+    out = root / "ensemble"
+    member = bundle_spec.removeprefix("bundle:")
+    assert main(["ensemble", "--member", member, "--member", str(other), "--out", str(out)]) == 0
+    return f"bundle:{out}"
+
+
+def test_an_ensemble_serves_like_a_bundle(
+    ensemble_spec: str, kfood_sample: Path, tmp_path: Path
+) -> None:
+    args = ["index", str(kfood_sample), "--format", "kfood", "--index-dir", str(tmp_path)]
+    assert main([*args, "--model", ensemble_spec]) == 0
+    first = json.loads((kfood_sample / "recipes.jsonl").open().readline())
+    photo = b64((kfood_sample / first["image"]).read_bytes())
+    with TestClient(create_app(make_settings(tmp_path, model=ensemble_spec))) as client:
+        wait_for(client, "/readyz", lambda r: r.status_code == 200)
+        body = client.post("/embed", json={"inputs": [{"image": photo}], "fuse": False}).json()
+        assert body["dim"] == 64 and body["model"].startswith("ensemble-")
+        fused = client.post(
+            "/embed", json={"inputs": [{"image": photo}, {"recipe": RECIPE}], "fuse": True}
+        ).json()
+        assert np.isclose(np.linalg.norm(fused["embeddings"][0]), 1.0, atol=1e-5)
+        found = client.post("/search", json={"query": {"image": photo}, "k": 3}).json()
+        assert found["matches"][0]["id"] == first["id"]
