@@ -54,6 +54,8 @@ def save_ensemble(out_dir: Path, members: Sequence[Path], device: str = "cpu") -
     """
     if len(members) < 2:
         raise BundleError("an ensemble needs at least two member bundles")
+    if (out_dir / CONFIG_FILE).exists() or (out_dir / MEMBERS_DIR).exists():
+        raise BundleError(f"{out_dir} already holds a bundle; pick an empty directory")
     for member in members:
         if is_ensemble(member):
             raise BundleError(f"{member} is an ensemble already; name its members instead")
@@ -61,8 +63,6 @@ def save_ensemble(out_dir: Path, members: Sequence[Path], device: str = "cpu") -
     if len(set(fingerprints)) < len(fingerprints):
         raise BundleError("the same bundle is named twice: its members would be identical")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if (out_dir / CONFIG_FILE).exists() or (out_dir / MEMBERS_DIR).exists():
-        raise BundleError(f"{out_dir} already holds a bundle; pick an empty directory")
     names = [f"{MEMBERS_DIR}/{i}" for i in range(len(members))]
     for member, name in zip(members, names, strict=True):
         shutil.copytree(member, out_dir / name)
