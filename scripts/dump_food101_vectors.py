@@ -4,7 +4,7 @@ Writes an .npz with ``val`` / ``support`` image vectors (with ``--flip`` also
 their mirror images), their labels, and the class-name vectors, so prototype
 variants can be compared in numpy without re-running the towers.
 
-Usage: python scripts/dump_food101_vectors.py --bundle var/bundles/X --out var/vec/X.npz
+Usage: python scripts/dump_food101_vectors.py --bundle var/bundles/X --out var/vec/X.npz [--seed S]
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data/food101-10"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--flip", action="store_true", help="also embed the mirror images")
+    parser.add_argument("--seed", type=int, default=0, help="the split seed, as in training")
     args = parser.parse_args()
     encoder = load_encoder(f"bundle:{args.bundle}", device="cpu")
     records = [r for r in open_dataset(args.data_dir, "food101") if r.label and r.image_path]
-    support, val = split_records(records, 0.2, 0)
+    support, val = split_records(records, 0.2, args.seed)
     classes = sorted({str(r.label) for r in records})
     arrays = {
         "classes": np.array(classes),
