@@ -126,7 +126,11 @@ def _checked_weights(path: Path, name: str, sha256: object) -> Path:
     return weights
 
 
-def read_bundle_meta(path: Path) -> dict[str, Any]:
+def read_bundle_meta(
+    path: Path, fmt: str = BUNDLE_FORMAT, version: int = BUNDLE_VERSION
+) -> dict[str, Any]:
+    """``bundle.json`` of ``path``, refused unless it is of format ``fmt`` and ``version``
+    (an ensemble's reads the same way, see :mod:`models.ensemble`)."""
     config = path / CONFIG_FILE
     if not config.is_file():
         raise BundleError(f"{path} is not a bundle: {CONFIG_FILE} is missing")
@@ -134,9 +138,9 @@ def read_bundle_meta(path: Path) -> dict[str, Any]:
         meta = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(f"{config} is unreadable: {exc}") from exc
-    if meta.get("format") != BUNDLE_FORMAT or meta.get("version") != BUNDLE_VERSION:
+    if meta.get("format") != fmt or meta.get("version") != version:
         raise BundleError(
-            f"{config}: expected format {BUNDLE_FORMAT!r} version {BUNDLE_VERSION}, "
+            f"{config}: expected format {fmt!r} version {version}, "
             f"got {meta.get('format')!r} version {meta.get('version')!r}"
         )
     return dict(meta)

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from models.bundle import CONFIG_FILE, BundleEncoder, BundleError, load_bundle, read_bundle_meta
+from models.encoders.base import l2_normalize
 from models.files import atomic_write
 from models.towers import Towers, load_towers
 from models.types import Recipe
@@ -108,15 +109,7 @@ def load_ensemble(path: Path, device: str = "cpu") -> EnsembleEncoder:
 
 def _read_ensemble_meta(path: Path) -> dict[str, Any]:
     config = path / CONFIG_FILE
-    try:
-        meta = json.loads(config.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{config} is unreadable: {exc}") from exc
-    if meta.get("format") != ENSEMBLE_FORMAT or meta.get("version") != ENSEMBLE_VERSION:
-        raise BundleError(
-            f"{config}: expected format {ENSEMBLE_FORMAT!r} version {ENSEMBLE_VERSION}, "
-            f"got {meta.get('format')!r} version {meta.get('version')!r}"
-        )
+    meta = read_bundle_meta(path, ENSEMBLE_FORMAT, ENSEMBLE_VERSION)
     entries = meta.get("members")
     if not isinstance(entries, list) or len(entries) < 2:
         raise BundleError(f"{config}: an ensemble lists at least two members")
@@ -128,6 +121,12 @@ def _read_ensemble_meta(path: Path) -> dict[str, Any]:
     return dict(meta)
 
 
+def join_vectors(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Members' (n, dim_i) unit rows side by side, scaled by 1/sqrt(m): unit rows again."""
+    scale = np.float32(1.0 / math.sqrt(len(parts)))
+    return np.concatenate(parts, axis=1).astype(np.float32) * scale
+
+
 class EnsembleEncoder:
     """The :class:`~models.encoders.base.Encoder` of several bundles, vectors concatenated."""
 
@@ -136,7 +135,6 @@ class EnsembleEncoder:
             raise BundleError("an ensemble needs at least two member bundles")
         self.path = path
         self.members = list(members)
-        self._scale = 1.0 / math.sqrt(len(self.members))
         payload = json.dumps(["ensemble", [m.fingerprint for m in self.members]])
         self._fingerprint = "ensemble-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -157,30 +155,21 @@ class EnsembleEncoder:
         """Every member's regulariser classes, in first-seen order."""
         return list(dict.fromkeys(c for m in self.members for c in m.classes))
 
-    def _joined(self, parts: list[np.ndarray]) -> np.ndarray:
-        # Members' rows are unit vectors, so the scaled concatenation is one too.
-        return np.concatenate(parts, axis=1).astype(np.float32) * np.float32(self._scale)
-
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self._joined([m.encode_images(images) for m in self.members])
+        return join_vectors([m.encode_images(images) for m in self.members])
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self._joined([m.encode_texts(texts) for m in self.members])
+        return join_vectors([m.encode_texts(texts) for m in self.members])
 
     def encode_recipes(self, recipes: Sequence[Recipe]) -> np.ndarray:
-        return self._joined([m.encode_recipes(recipes) for m in self.members])
+        return join_vectors([m.encode_recipes(recipes) for m in self.members])
 
     def fuse(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         """Each member fuses its own slice of the modality vectors; the results are joined."""
         fused = []
         at = 0
         for member in self.members:
-            own = {name: _unit(v[at : at + member.dim]) for name, v in parts.items()}
+            own = {name: l2_normalize(v[at : at + member.dim]) for name, v in parts.items()}
             fused.append(member.fuse(own).reshape(1, -1))
             at += member.dim
-        return self._joined(fused)[0]
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(vector))
-    return (vector / norm if norm > 0 else vector).astype(np.float32)
+        return join_vectors(fused)[0]

@@ -2,7 +2,7 @@
 
 Reads .npz files written by dump_food101_vectors.py for bundles of one split (same
 ``--seed``), scores each bundle alone and their ensemble (vectors side by side,
-scaled by 1/sqrt(m), as models.ensemble builds them) with the evaluation's own
+scaled by 1/sqrt(m): models.ensemble.join_vectors) with the evaluation's own
 functions (models.prototypes), photo prototypes at K = 1, 5, 20, all and mixed with
 the class names at several weights. Prints JSON.
 
@@ -18,14 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from models.ensemble import join_vectors
 from models.prototypes import NameMix, k_shot_accuracy
 
 SHOTS = (1, 5, 20, None)
 NAME_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def joined(parts: list[np.ndarray]) -> np.ndarray:
-    return (np.concatenate(parts, axis=1) / np.sqrt(len(parts))).astype(np.float32)
 
 
 def scores(data: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +56,7 @@ def main() -> None:
     report = {f.stem: scores(d) for f, d in zip(files, loaded, strict=True)}
     ensemble = {key: loaded[0][key] for key in ("classes", "val_labels", "support_labels")}
     for key in ("val", "support", "names"):
-        ensemble[key] = joined([d[key] for d in loaded])
+        ensemble[key] = join_vectors([d[key] for d in loaded])
     report["ensemble"] = scores(ensemble)
     hits = [(d["val"] @ _protos(d).T).argmax(1) == _truth(d) for d in loaded]
     report["overlap"] = {
