@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,8 @@ def save_ensemble(out_dir: Path, members: Sequence[Path], device: str = "cpu") -
     fingerprints = [e.fingerprint for e in _load_members([Path(m) for m in members], device)]
     if len(set(fingerprints)) < len(fingerprints):
         raise BundleError("the same bundle is named twice: its members would be identical")
-    out_dir.mkdir(parents=True, exist_ok=True)
     names = [f"{MEMBERS_DIR}/{i}" for i in range(len(members))]
-    for member, name in zip(members, names, strict=True):
-        shutil.copytree(member, out_dir / name)
+    _copy_members(members, out_dir)
     meta = {
         "format": ENSEMBLE_FORMAT,
         "version": ENSEMBLE_VERSION,
@@ -78,6 +77,27 @@ def save_ensemble(out_dir: Path, members: Sequence[Path], device: str = "cpu") -
     text = json.dumps(meta, ensure_ascii=False, indent=2).encode("utf-8")
     atomic_write(out_dir / CONFIG_FILE, lambda fp: fp.write(text))
     return out_dir
+
+
+def _copy_members(members: Sequence[Path], out_dir: Path) -> None:
+    """Copy the members to ``out_dir/members/0..`` all at once or not at all.
+
+    The copies go to a staging folder that is renamed into place, so a copy that fails
+    midway (disk full, an unreadable file) leaves no half-built ``members/`` behind to
+    make the next attempt's ``--out`` look occupied.
+    """
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{MEMBERS_DIR}-", dir=out_dir))
+    try:
+        for i, member in enumerate(members):
+            shutil.copytree(member, staging / str(i))
+        staging.rename(out_dir / MEMBERS_DIR)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
 
 
 def _load_members(paths: Sequence[Path], device: str) -> list[BundleEncoder]:

@@ -25,7 +25,7 @@ from index.layout import SnapshotError
 from index.snapshot import InvalidQueryError
 from models.datasets import DatasetError
 from models.images import InvalidImageError
-from service.commands import CommandInputError
+from service.commands import CommandFailedError, CommandInputError
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -480,6 +480,7 @@ def bench_synthetic(
 INPUT_ERRORS: tuple[type[Exception], ...] = (CommandInputError, InvalidQueryError)
 RUNTIME_ERRORS: tuple[type[Exception], ...] = (
     BuildError,
+    CommandFailedError,
     DatasetError,
     SnapshotError,
     InvalidImageError,

@@ -18,6 +18,10 @@ class CommandInputError(ValueError):
     """Bad command-line input; the CLI prints the message and exits with status 2."""
 
 
+class CommandFailedError(RuntimeError):
+    """The command could not finish (a disk or file fault); one line and status 1."""
+
+
 def load_encoder_for(settings: Settings) -> Encoder:
     """The settings' encoder; a spec or device the registry rejects is bad input."""
     from service.tasks import encoder_for

@@ -13,7 +13,7 @@ from models.registry import load_encoder
 from models.tower_tuning import SPLIT_STAGES
 from models.train import EpochCallback, TrainConfig, TrainResult
 from models.train_bundle import TRAIN_DATASETS, BundleRequest, Source, train_bundle
-from service.commands import CommandInputError
+from service.commands import CommandFailedError, CommandInputError
 
 EVAL_DATASETS = ("kfood", "flickr", "food101")
 
@@ -100,6 +100,8 @@ def run_ensemble(members: list[Path], out: Path, device: str) -> Path:
         return save_ensemble(out, members, device=device)
     except BundleError as exc:
         raise CommandInputError(str(exc)) from exc
+    except OSError as exc:
+        raise CommandFailedError(f"cannot copy the members into {out}: {exc}") from exc
 
 
 def encoder_from_model_option(model: str, device: str) -> Encoder:

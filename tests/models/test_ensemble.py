@@ -136,3 +136,21 @@ def test_cli_refuses_bad_ensembles(
     assert main(["ensemble", "--member", a, "--member", b, "--out", str(ensemble_dir)]) == 2
     err = capsys.readouterr().err
     assert "already holds a bundle" in err and "Traceback" not in err
+
+
+def test_a_failed_copy_leaves_nothing_behind(
+    members: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A dangling link makes copytree fail after it has copied the rest of the member:
+    # a real mid-copy fault, without faking the file system.
+    broken = tmp_path / "broken"
+    shutil.copytree(members[1], broken)
+    (broken / "stray-link").symlink_to(tmp_path / "gone")
+    out = tmp_path / "e"
+    args = ["ensemble", "--member", str(members[0]), "--member"]
+    assert main([*args, str(broken), "--out", str(out)]) == 1
+    assert "cannot copy the members" in capsys.readouterr().err
+    assert not out.exists()
+    (broken / "stray-link").unlink()
+    assert main([*args, str(broken), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["bundle.json", "members"]
