@@ -13,16 +13,15 @@ the evaluation set, no split is applied.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from models.encoders.base import Encoder
 from models.images import InvalidImageError, load_image
-from models.types import CatalogRecord
+from models.types import CatalogRecord, ProgressCallback
 
 KS = (1, 5, 10)
-ProgressCallback = Callable[[int, int], None]
 
 
 def ranks_of_positives(similarity: np.ndarray, positive: np.ndarray) -> np.ndarray:
@@ -161,6 +160,8 @@ def evaluate_records(
         case "food101":
             from models.prototypes import evaluate_prototype_records
 
-            return evaluate_prototype_records(encoder, records, support, text_weight=text_weight)
+            return evaluate_prototype_records(
+                encoder, records, support, text_weight=text_weight, progress=progress
+            )
         case _:
             raise ValueError(f"unknown dataset {dataset!r}; expected kfood, flickr or food101")

@@ -28,12 +28,11 @@ import numpy as np
 from models.files import atomic_write
 from models.images import load_record_images
 from models.towers import Towers
-from models.types import CatalogRecord
+from models.types import CatalogRecord, ProgressCallback
 
 log = logging.getLogger(__name__)
 
 FEATURES_VERSION = 1
-ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

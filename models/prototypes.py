@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import numpy as np
 from models.datasets import Food101Dataset
 from models.encoders.base import Encoder, l2_normalize
 from models.images import InvalidImageError, load_image
-from models.types import CatalogRecord
+from models.types import CatalogRecord, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -304,22 +304,29 @@ def _k_shot_accuracy(
 
 
 def encode_record_images(
-    encoder: Encoder, records: Iterable[CatalogRecord], batch_size: int = 32
+    encoder: Encoder,
+    records: Iterable[CatalogRecord],
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """(vectors, labels) of the labelled records' images; unreadable images are logged
-    and left out, records without an image or a label are skipped."""
+    and left out, records without an image or a label are skipped. ``progress`` gets
+    the number of images handled after every batch."""
     vectors: list[np.ndarray] = []
     labels: list[str] = []
-    batch: list[tuple[Path, str]] = []
-    for record in records:
-        if record.image_path is not None and record.label is not None:
-            batch.append((record.image_path, record.label))
-        if len(batch) == batch_size:
-            _encode_batch(encoder, batch, vectors, labels)
-            batch = []
-    _encode_batch(encoder, batch, vectors, labels)
+    pending = _labelled_images(records)
+    for start in range(0, len(pending), batch_size):
+        _encode_batch(encoder, pending[start : start + batch_size], vectors, labels)
+        if progress is not None:
+            progress(min(len(pending), start + batch_size))
     stacked = np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32)
     return stacked, labels
+
+
+def _labelled_images(records: Iterable[CatalogRecord]) -> list[tuple[Path, str]]:
+    return [
+        (r.image_path, r.label) for r in records if r.image_path is not None and r.label is not None
+    ]
 
 
 def _encode_batch(
@@ -371,6 +378,7 @@ def evaluate_prototype_records(
     seeds: int = 5,
     batch_size: int = 32,
     text_weight: float = 0.0,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Classify every labelled image of ``records`` by its nearest prototype.
 
@@ -387,10 +395,18 @@ def evaluate_prototype_records(
     ``"text_weight"``: the K-shot prototypes mixed with the class names, as the
     index's ``text_weight`` does; ``"k_shot"`` stays photos only.
     """
-    vectors, labels = encode_record_images(encoder, records, batch_size)
+    other_records = support if support is not None and support is not records else None
+    # One bar over the queries and then the support: encoding them is the slow part.
+    n_queries = len(_labelled_images(records))
+    total = n_queries + len(_labelled_images(other_records or []))
+
+    def report(offset: int) -> Callable[[int], None] | None:
+        return None if progress is None else (lambda done: progress(offset + done, total))
+
+    vectors, labels = encode_record_images(encoder, records, batch_size, report(0))
     other = None
-    if support is not None and support is not records:
-        other = encode_record_images(encoder, support, batch_size)
+    if other_records is not None:
+        other = encode_record_images(encoder, other_records, batch_size, report(n_queries))
 
     def k_shot_table(mix: NameMix | None = None) -> dict[str, dict[str, float]]:
         settings = [*((str(k), k) for k in sorted(set(shots))), ("all", None)]

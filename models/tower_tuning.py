@@ -38,14 +38,13 @@ from torch import nn
 
 from models.files import atomic_write
 from models.images import load_record_images
-from models.types import CatalogRecord
+from models.types import CatalogRecord, ProgressCallback
 
 log = logging.getLogger(__name__)
 
 SPLIT_STAGE = 5  # default cut: the bottom is stem + blocks[:5]; the top is blocks[5:] + head
 SPLIT_STAGES = (4, 5, 6)  # where a cut may go (EfficientNet-Lite0 has blocks[0..6])
 MAPS_VERSION = 1
-ProgressCallback = Callable[[int, int], None]
 
 
 def check_split_stage(stage: int) -> int:

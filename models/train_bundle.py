@@ -36,12 +36,11 @@ from models.tower_tuning import (
 )
 from models.towers import OfflineTowers, Towers, load_towers
 from models.train import EpochCallback, TrainConfig, TrainResult, train_joint
-from models.types import CatalogRecord
+from models.types import CatalogRecord, ProgressCallback
 
 log = logging.getLogger(__name__)
 
 TRAIN_DATASETS = ("kfood", "food101", "flickr", "synthetic")
-ProgressCallback = Callable[[int, int], None]
 # Image features of one source computed from cached tower maps, on demand.
 ImagesFromMaps = Callable[[], tuple[np.ndarray, np.ndarray]]
 

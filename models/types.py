@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# (done, total): how long work reports how far it has got (progress bars, job status).
+ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

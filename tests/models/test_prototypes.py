@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from models.datasets import Food101Dataset
 from models.encoders.base import l2_normalize
+from models.evaluate import evaluate_records
 from models.prototypes import (
     NameMix,
     class_prototypes,
@@ -276,3 +278,19 @@ def test_support_dir_supplies_the_prototypes(tmp_path: Path) -> None:
 
     assert result["n"] == 6
     assert result["k_shot"]["1"]["top1"] == 1.0  # the blue query keeps its (other) support
+
+
+def test_food101_evaluation_reports_progress_over_queries_then_support(tmp_path: Path) -> None:
+    data = write_food101(tmp_path / "query", {"red_apple": 3, "blue_cheese": 3}, seed=1)
+    support = write_food101(tmp_path / "support", {"red_apple": 2, "blue_cheese": 2}, seed=2)
+    seen: list[tuple[int, int]] = []
+
+    evaluate_records(
+        ColourEncoder(),
+        "food101",
+        list(Food101Dataset(data)),
+        support=list(Food101Dataset(support)),
+        progress=lambda done, total: seen.append((done, total)),
+    )
+
+    assert seen == [(6, 10), (10, 10)]  # the 6 queries, then the 4 support photos
