@@ -17,6 +17,9 @@ TRAIN_SOURCES ?= --dataset kfood --data-dir $(DATA_DIR)/kfood \
 FOOD101_DIR ?= $(DATA_DIR)/food101-10
 FOOD101_SEED ?= 0
 FOOD101_MEMBER = var/bundles/food101-s$(FOOD101_SEED)
+# What the members share; each adds its own tuning recipe.
+FOOD101_TRAIN = $(BIN)/mmsearch train --dataset food101 --data-dir $(FOOD101_DIR) --views 3 \
+  --seed $(FOOD101_SEED) --image-size 256
 FOOD101_BUNDLE ?= var/bundles/food101-s$(FOOD101_SEED)-ens-256
 
 .PHONY: install run index test lint format bench-synthetic clean bundle run-bundle eval bundle-food101
@@ -53,12 +56,9 @@ bundle: install
 # mixup 0.2, 8 epochs), photos embedded at 256 px, joined into one ensemble.
 # About 55 min on 2 CPU cores, the val evaluation included.
 bundle-food101: install
-	$(BIN)/mmsearch train --dataset food101 --data-dir $(FOOD101_DIR) --views 3 --seed $(FOOD101_SEED) \
-	  --tune-tower-epochs 6 --image-size 256 --out $(FOOD101_MEMBER)-tuned-256
-	$(BIN)/mmsearch train --dataset food101 --data-dir $(FOOD101_DIR) --views 3 --seed $(FOOD101_SEED) \
-	  --tune-tower-epochs 10 --tune-tower-mixup 0.4 --image-size 256 --out $(FOOD101_MEMBER)-mix10-256
-	$(BIN)/mmsearch train --dataset food101 --data-dir $(FOOD101_DIR) --views 3 --seed $(FOOD101_SEED) \
-	  --tune-tower-epochs 8 --tune-tower-mixup 0.2 --image-size 256 --out $(FOOD101_MEMBER)-mix8b-256
+	$(FOOD101_TRAIN) --tune-tower-epochs 6 --out $(FOOD101_MEMBER)-tuned-256
+	$(FOOD101_TRAIN) --tune-tower-epochs 10 --tune-tower-mixup 0.4 --out $(FOOD101_MEMBER)-mix10-256
+	$(FOOD101_TRAIN) --tune-tower-epochs 8 --tune-tower-mixup 0.2 --out $(FOOD101_MEMBER)-mix8b-256
 	@if [ -f "$(FOOD101_BUNDLE)/bundle.json" ]; then rm -rf "$(FOOD101_BUNDLE)"; fi
 	$(BIN)/mmsearch ensemble --member $(FOOD101_MEMBER)-tuned-256 \
 	  --member $(FOOD101_MEMBER)-mix10-256 --member $(FOOD101_MEMBER)-mix8b-256 \

@@ -303,18 +303,23 @@ def _k_shot_accuracy(
 # --------------------------------------------------------------------------- food101 evaluation
 
 
-def encode_record_images(
+def labelled_images(records: Iterable[CatalogRecord]) -> list[tuple[Path, str]]:
+    """(image path, label) of the records that have both; the others cannot be scored."""
+    return [
+        (r.image_path, r.label) for r in records if r.image_path is not None and r.label is not None
+    ]
+
+
+def encode_labelled_images(
     encoder: Encoder,
-    records: Iterable[CatalogRecord],
+    pending: Sequence[tuple[Path, str]],
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """(vectors, labels) of the labelled records' images; unreadable images are logged
-    and left out, records without an image or a label are skipped. ``progress`` gets
-    the number of images handled after every batch."""
+    """(vectors, labels) of :func:`labelled_images`' pairs; unreadable images are logged
+    and left out. ``progress`` gets the number of images handled after every batch."""
     vectors: list[np.ndarray] = []
     labels: list[str] = []
-    pending = _labelled_images(records)
     for start in range(0, len(pending), batch_size):
         _encode_batch(encoder, pending[start : start + batch_size], vectors, labels)
         if progress is not None:
@@ -323,14 +328,11 @@ def encode_record_images(
     return stacked, labels
 
 
-def _labelled_images(records: Iterable[CatalogRecord]) -> list[tuple[Path, str]]:
-    return [
-        (r.image_path, r.label) for r in records if r.image_path is not None and r.label is not None
-    ]
-
-
 def _encode_batch(
-    encoder: Encoder, batch: list[tuple[Path, str]], vectors: list[np.ndarray], labels: list[str]
+    encoder: Encoder,
+    batch: Sequence[tuple[Path, str]],
+    vectors: list[np.ndarray],
+    labels: list[str],
 ) -> None:
     images, kept = [], []
     for path, label in batch:
@@ -395,18 +397,19 @@ def evaluate_prototype_records(
     ``"text_weight"``: the K-shot prototypes mixed with the class names, as the
     index's ``text_weight`` does; ``"k_shot"`` stays photos only.
     """
-    other_records = support if support is not None and support is not records else None
+    queries = labelled_images(records)
+    own_support = support is None or support is records
+    support_images = [] if own_support else labelled_images(support or [])
     # One bar over the queries and then the support: encoding them is the slow part.
-    n_queries = len(_labelled_images(records))
-    total = n_queries + len(_labelled_images(other_records or []))
+    total = len(queries) + len(support_images)
 
     def report(offset: int) -> Callable[[int], None] | None:
         return None if progress is None else (lambda done: progress(offset + done, total))
 
-    vectors, labels = encode_record_images(encoder, records, batch_size, report(0))
+    vectors, labels = encode_labelled_images(encoder, queries, batch_size, report(0))
     other = None
-    if other_records is not None:
-        other = encode_record_images(encoder, other_records, batch_size, report(n_queries))
+    if not own_support:
+        other = encode_labelled_images(encoder, support_images, batch_size, report(len(queries)))
 
     def k_shot_table(mix: NameMix | None = None) -> dict[str, dict[str, float]]:
         settings = [*((str(k), k) for k in sorted(set(shots))), ("all", None)]

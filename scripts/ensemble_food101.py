@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from models.ensemble import join_vectors
-from models.prototypes import NameMix, k_shot_accuracy
+from models.prototypes import NameMix, class_prototypes, k_shot_accuracy
 
 SHOTS = (1, 5, 20, None)
 NAME_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -58,7 +58,7 @@ def main() -> None:
     for key in ("val", "support", "names"):
         ensemble[key] = join_vectors([d[key] for d in loaded])
     report["ensemble"] = scores(ensemble)
-    hits = [(d["val"] @ _protos(d).T).argmax(1) == _truth(d) for d in loaded]
+    hits = [_all_support_hits(d) for d in loaded]
     report["overlap"] = {
         "all_right": round(float(np.mean(np.all(hits, axis=0))), 4),
         "any_right": round(float(np.mean(np.any(hits, axis=0))), 4),
@@ -66,11 +66,11 @@ def main() -> None:
     print(json.dumps(report, indent=1))
 
 
-def _protos(data: dict[str, Any]) -> np.ndarray:
-    truth = {c: i for i, c in enumerate(data["classes"])}
-    labels = np.array([truth[c] for c in data["support_labels"]])
-    means = np.stack([data["support"][labels == i].mean(0) for i in range(len(truth))])
-    return means / np.linalg.norm(means, axis=1, keepdims=True)
+def _all_support_hits(data: dict[str, Any]) -> np.ndarray:
+    """Which val photos the all-support prototypes classify right."""
+    classes, protos = class_prototypes(data["support"], list(data["support_labels"]))
+    truth = np.array([classes.index(c) for c in data["val_labels"]])
+    return np.asarray((data["val"] @ protos.T).argmax(1) == truth)
 
 
 if __name__ == "__main__":
