@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from models.calibration import Calibration
 from models.encoders.base import l2_normalize
 from models.files import atomic_write, save_state_dict, sha256_of_file
 from models.joint import MODALITIES, JointConfig, JointModel, pad_recipes
@@ -95,9 +96,57 @@ def save_bundle(
             "weights": TOWER_FILE,
             "weights_sha256": sha256_of_file(out_dir / TOWER_FILE),
         }
+    _write_meta(out_dir, meta)
+    return out_dir
+
+
+def export_bundle(src: Path, dst: Path, *, half: bool = True) -> Path:
+    """Copy the bundle at ``src`` to ``dst`` with its weights in float16 (``half``).
+
+    What ships in the repository is an exported bundle: half the bytes, the same
+    architecture. The fingerprint changes with the weights' sha256, as it must: the
+    vectors differ in the last bits, so snapshots built with one refuse the other.
+    """
+    meta = read_bundle_meta(Path(src))
+    if (Path(dst) / CONFIG_FILE).exists():
+        raise BundleError(f"{dst} already holds a bundle; choose an empty directory")
+    weights = _checked_weights(src, str(meta.get("weights", WEIGHTS_FILE)), meta["weights_sha256"])
+    save_state_dict(dst / WEIGHTS_FILE, load_file(str(weights)), half=half)
+    meta["weights"], meta["weights_sha256"] = WEIGHTS_FILE, sha256_of_file(dst / WEIGHTS_FILE)
+    if "tower" in meta:
+        tower = dict(meta["tower"])
+        top = _checked_weights(src, str(tower["weights"]), tower.get("weights_sha256"))
+        save_state_dict(dst / TOWER_FILE, load_file(str(top)), half=half)
+        tower["weights"], tower["weights_sha256"] = TOWER_FILE, sha256_of_file(dst / TOWER_FILE)
+        meta["tower"] = tower
+    meta["weights_dtype"] = "float16" if half else "float32"
+    _write_meta(dst, meta)
+    return dst
+
+
+def write_calibration(path: Path, calibration: Calibration, report: dict[str, Any]) -> None:
+    """Store confidence curves (and the figures they were judged by) in ``bundle.json``.
+
+    The curves change no vector, so the fingerprint stays: snapshots remain valid.
+    """
+    meta = read_bundle_meta(Path(path))
+    meta["calibration"] = calibration.to_dict()
+    meta["calibration_report"] = report
+    _write_meta(Path(path), meta)
+
+
+def _write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
     text = json.dumps(meta, ensure_ascii=False, indent=2).encode("utf-8")
     atomic_write(out_dir / CONFIG_FILE, lambda fp: fp.write(text))
-    return out_dir
+
+
+def read_calibration(path: Path, meta: dict[str, Any]) -> Calibration | None:
+    if "calibration" not in meta:
+        return None
+    try:
+        return Calibration.from_dict(meta["calibration"])
+    except ValueError as exc:
+        raise BundleError(f"{path / CONFIG_FILE}: {exc}") from exc
 
 
 def check_image_tta(value: object) -> str:
@@ -207,6 +256,7 @@ class BundleEncoder:
         self.model = model.to(towers.device)
         self.towers = towers
         self.image_tta = str(meta.get("image_tta", "none"))
+        self.calibration = read_calibration(path, meta)
         tower_sha = meta.get("tower", {}).get("weights_sha256")
         payload = [meta["base_fingerprint"], meta["joint"], meta["weights_sha256"]]
         # Bundles without a tuned tower, TTA or image size keep the fingerprint they had

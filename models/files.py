@@ -41,9 +41,12 @@ def sha256_of_file(path: Path | str) -> str:
     return digest.hexdigest()
 
 
-def save_state_dict(path: Path, state: dict[str, torch.Tensor]) -> None:
-    """Write a state dict as safetensors (float32, on the CPU), atomically."""
+def save_state_dict(path: Path, state: dict[str, torch.Tensor], *, half: bool = False) -> None:
+    """Write a state dict as safetensors on the CPU, atomically: float32, or float16 with
+    ``half`` (what ships: half the bytes; loading casts back to the model's float32)."""
+    import torch
     from safetensors.torch import save
 
-    blob = save({k: v.detach().float().cpu().contiguous() for k, v in state.items()})
+    dtype = torch.float16 if half else torch.float32
+    blob = save({k: v.detach().to(dtype).cpu().contiguous() for k, v in state.items()})
     atomic_write(path, lambda fp: fp.write(blob))

@@ -332,6 +332,61 @@ def ensemble(
     print(f"wrote ensemble {out} of {len(member)} bundles")
 
 
+@app.command()
+def calibrate(
+    model: Annotated[Path, typer.Option("--model", help="The trained bundle directory")],
+    dataset: Annotated[
+        list[str], typer.Option("--dataset", help="kfood, flickr or food101 (repeat)")
+    ],
+    data_dir: Annotated[list[Path], typer.Option("--data-dir", help="One per --dataset")],
+    val_fraction: Annotated[float, typer.Option(help="As the bundle was trained")] = 0.2,
+    seed: Annotated[int, typer.Option(help="As the bundle was trained")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here")] = None,
+    write: Annotated[
+        bool, typer.Option("--write/--dry-run", help="Store the curves in the bundle")
+    ] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Fit confidence curves on the validation split; report calibration and hubness."""
+    from service.commands.learning import run_calibration
+
+    configure_logging(load_settings())
+    report = run_calibration(
+        model, dataset, data_dir, val_fraction=val_fraction, seed=seed, write=write, device=device
+    )
+    print(trust_table(report))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option("--model", help="The trained bundle directory")],
+    out: Annotated[Path, typer.Option("--out", help="New bundle directory to write")],
+    half: Annotated[bool, typer.Option("--half/--full", help="float16 weights")] = True,
+) -> None:
+    """Copy a bundle with float16 weights: what ships in models/weights/."""
+    from service.commands.learning import run_export
+
+    configure_logging(load_settings())
+    fingerprint = run_export(model, out, half=half)
+    print(f"wrote {out} (fingerprint {fingerprint})")
+
+
+def trust_table(report: dict[str, Any]) -> str:
+    lines = ["direction                  R@1    R@10   ECE    absent>0.5  med true / false"]
+    for name, d in report["directions"].items():
+        true, false = d["median_score_rank1_true"], d["median_score_rank1_false"]
+        lines.append(
+            f"{name:<26} {d['R@1']:.3f}  {d['R@10']:.3f}  {d['ece_top10']:.3f}  "
+            f"{d['absent_rank1_above_0.5']:.3f}       "
+            f"{true if true is None else round(true, 3)} / "
+            f"{false if false is None else round(false, 3)}"
+        )
+    return "\n".join(lines)
+
+
 def evaluation_table(result: dict[str, Any]) -> str:
     """One line per direction / setting of an evaluation result."""
     lines = [f"{result.get('dataset')}  model {result.get('model')}"]

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from models.calibration import Calibration
 from models.encoders import Encoder
 from models.encoders.base import fuse_modalities
 from models.images import decode_base64_image, decode_image
@@ -34,6 +35,12 @@ class Embedder:
     lock: threading.Lock
     max_upload_bytes: int
     max_image_pixels: int
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The model's confidence curves, when it has them (trained bundles)."""
+        found = getattr(self.encoder, "calibration", None)
+        return found if isinstance(found, Calibration) else None
 
     async def embed(self, inputs: Sequence[EmbedInput]) -> np.ndarray:
         """One L2-normalised float32 row per input, in input order."""

@@ -19,6 +19,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from index.snapshot import Snapshot
+from models.calibration import ANY
 from models.encoders import l2_normalize
 from models.prototypes import class_text
 from service.embedding import Embedder
@@ -27,8 +28,15 @@ from service.schemas import ComposeTerm, EmbedInput, QueryTerm, SearchQuery
 from service.searching import item_query_vector, raw_query_vector
 
 EMBEDDED_MODALITIES = frozenset({"text", "image", "recipe"})
+# What a query counts as for confidence curves: a tag is a typed class name; raw
+# vectors, stored items and compositions have no one modality (the pooled curve).
+_CONFIDENCE_KINDS = {"text": "text", "image": "image", "recipe": "recipe", "tag": "text"}
 # A sum this short is cancellation (a term added and subtracted), not a direction.
 MIN_COMPOSED_NORM = 1e-4
+
+
+def query_kind(query: SearchQuery) -> str:
+    return _CONFIDENCE_KINDS.get(query.modality, ANY)
 
 
 async def query_vector(

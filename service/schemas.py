@@ -193,6 +193,17 @@ RANK_DESCRIPTION = (
 )
 
 
+CONFIDENCE_DESCRIPTION = (
+    "Estimated probability that this match is a true one for this kind of query "
+    "(query modality -> matched row kind), from curves fitted on the model's validation "
+    "split; null for a model without calibration (offline, open_clip)"
+)
+MIN_CONFIDENCE_DESCRIPTION = (
+    "Drop matches whose confidence is below this (fewer than k may come back); "
+    "ignored by models without calibration"
+)
+
+
 class SearchRequest(_Strict):
     query: SearchQuery
     k: int = Field(DEFAULT_K, ge=1, description="How many items to return (at most MMSEARCH_MAX_K)")
@@ -216,6 +227,9 @@ class SearchRequest(_Strict):
     top_classes: int = Field(
         3, ge=0, le=100, description="Class (prototype) matches to return beside the items"
     )
+    min_confidence: float | None = Field(
+        None, ge=0.0, le=1.0, description=MIN_CONFIDENCE_DESCRIPTION
+    )
 
 
 class Match(BaseModel):
@@ -227,6 +241,12 @@ class Match(BaseModel):
     class_name: str | None = Field(None, description="The item's class in the prototype table")
     item_score: float | None = Field(None, description="hybrid: sim(q, item)")
     class_score: float | None = Field(None, description="hybrid: sim(q, proto(class(item)))")
+    confidence: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description=CONFIDENCE_DESCRIPTION,
+    )
     metadata: dict[str, Any]
 
 

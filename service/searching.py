@@ -18,6 +18,7 @@ from index.prototypes import ClassMatch
 from index.ranking import Ranking
 from index.snapshot import Match as SnapshotMatch
 from index.snapshot import Snapshot
+from models.calibration import ANY, Calibration
 from models.encoders import l2_normalize
 from service.errors import InvalidQueryError, ItemNotFoundError
 from service.schemas import KINDS, ClassMatchOut, Match
@@ -30,6 +31,28 @@ class SearchParams:
     filters: dict[str, Any] | None = None
     ranking: Ranking = field(default_factory=Ranking)
     top_classes: int = 3
+    min_confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class ConfidenceScorer:
+    """Confidence of a match for one query: the model's curve for (query kind, row kind).
+
+    Without a calibration (offline, open_clip) confidence is None and
+    ``min_confidence`` keeps every match: it cannot judge what it cannot estimate.
+    """
+
+    calibration: Calibration | None
+    query_kind: str = ANY
+
+    def of(self, row_kind: str, similarity: float) -> float | None:
+        if self.calibration is None:
+            return None
+        curve = self.calibration.curve(self.query_kind, row_kind)
+        return float(curve(np.asarray([similarity]))[0])
+
+    def keeps(self, confidence: float | None, minimum: float | None) -> bool:
+        return minimum is None or confidence is None or confidence >= minimum
 
 
 def check_params(params: SearchParams, max_k: int) -> SearchParams:
@@ -121,6 +144,7 @@ async def search(
     params: SearchParams,
     filter_check: FilterFieldCheck,
     exclude_ids: tuple[str, ...] = (),
+    confidence: ConfidenceScorer = ConfidenceScorer(None),
 ) -> list[Match]:
     def run() -> list[SnapshotMatch]:
         filter_check.check(snapshot, params.filters)
@@ -134,20 +158,25 @@ async def search(
         )
 
     found = await run_in_threadpool(run)
-    return [
-        Match(
-            id=match.item_id,
-            score=float(match.score),
-            rank=match.rank,
-            kind=match.kind,
-            label=match.label,
-            class_name=match.class_name,
-            item_score=match.item_score,
-            class_score=match.class_score,
-            metadata=match.metadata,
-        )
-        for match in found
-    ]
+    matches = [_match_out(match, confidence) for match in found]
+    return [m for m in matches if confidence.keeps(m.confidence, params.min_confidence)]
+
+
+def _match_out(match: SnapshotMatch, confidence: ConfidenceScorer) -> Match:
+    # Curves were fitted on cosine similarities: hybrid scores are judged by their item term.
+    similarity = match.item_score if match.item_score is not None else match.score
+    return Match(
+        id=match.item_id,
+        score=float(match.score),
+        rank=match.rank,
+        kind=match.kind,
+        label=match.label,
+        class_name=match.class_name,
+        item_score=match.item_score,
+        class_score=match.class_score,
+        confidence=confidence.of(match.kind, float(similarity)),
+        metadata=match.metadata,
+    )
 
 
 def class_matches(snapshot: Snapshot, vector: np.ndarray, n: int) -> list[ClassMatchOut]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from models.tower_tuning import SPLIT_STAGES
 from models.train import EpochCallback, TrainConfig, TrainResult
 from models.train_bundle import TRAIN_DATASETS, BundleRequest, Source, train_bundle
 from service.commands import CommandFailedError, CommandInputError
+
+log = logging.getLogger(__name__)
 
 EVAL_DATASETS = ("kfood", "flickr", "food101")
 
@@ -158,3 +161,50 @@ def run_evaluation(
     if split == "val":
         result["split"] = {"part": "val", "val_fraction": val_fraction, "seed": seed}
     return result
+
+
+def run_calibration(
+    model: Path,
+    datasets: list[str],
+    data_dirs: list[Path],
+    *,
+    val_fraction: float,
+    seed: int,
+    write: bool,
+    device: str,
+) -> dict[str, Any]:
+    """``mmsearch calibrate``: fit and report on the bundle's validation split."""
+    from models.bundle import BundleEncoder, write_calibration
+    from training.trust import TrustSource, run_trust
+
+    if len(datasets) != len(data_dirs):
+        raise CommandInputError("give one --data-dir for each --dataset")
+    unknown = sorted(set(datasets) - set(EVAL_DATASETS))
+    if unknown:
+        raise CommandInputError(f"unknown --dataset {unknown}; expected {', '.join(EVAL_DATASETS)}")
+    encoder = encoder_from_model_option(str(model), device)
+    if not isinstance(encoder, BundleEncoder):
+        raise CommandInputError(f"--model {model} is not a trained bundle directory")
+    sources = []
+    for dataset, data_dir in zip(datasets, data_dirs, strict=True):
+        if not data_dir.exists():
+            raise CommandInputError(f"--data-dir {data_dir} does not exist")
+        train, val = split_records(open_dataset(data_dir, dataset), val_fraction, seed)
+        sources.append(TrustSource(dataset, val, train))
+    calibration, report = run_trust(encoder, sources, progress=log.info)
+    report["split"] = {"val_fraction": val_fraction, "seed": seed}
+    if write:
+        summary = {k: v for k, v in report.items() if k != "hubness_correction"}
+        write_calibration(model, calibration, summary)
+    return report
+
+
+def run_export(model: Path, out: Path, *, half: bool) -> str:
+    """``mmsearch export``: a float16 copy of a bundle; returns its fingerprint."""
+    from models.bundle import BundleError, export_bundle, load_bundle
+
+    try:
+        export_bundle(model, out, half=half)
+        return load_bundle(out).fingerprint
+    except BundleError as exc:
+        raise CommandInputError(str(exc)) from exc

@@ -14,15 +14,23 @@ from index.snapshot import Snapshot
 from service.deps import EmbedderDep, SnapshotDep, StateDep
 from service.errors import InvalidQueryError
 from service.limits import read_upload
-from service.queries import query_vector
+from service.queries import query_kind, query_vector
 from service.schemas import (
     DEFAULT_K,
+    MIN_CONFIDENCE_DESCRIPTION,
     RANK_DESCRIPTION,
     SearchRequest,
     SearchResponse,
     error_responses,
 )
-from service.searching import SearchParams, check_params, class_matches, parse_kinds, search
+from service.searching import (
+    ConfidenceScorer,
+    SearchParams,
+    check_params,
+    class_matches,
+    parse_kinds,
+    search,
+)
 from service.state import AppState
 
 router = APIRouter(prefix="/search", tags=["search"])
@@ -36,9 +44,10 @@ async def _respond(
     vector: np.ndarray,
     params: SearchParams,
     started: float,
+    confidence: ConfidenceScorer,
     exclude_ids: tuple[str, ...] = (),
 ) -> SearchResponse:
-    matches = await search(snapshot, vector, params, state.filter_check, exclude_ids)
+    matches = await search(snapshot, vector, params, state.filter_check, exclude_ids, confidence)
     return SearchResponse(
         matches=matches,
         classes=class_matches(snapshot, vector, params.top_classes),
@@ -60,11 +69,13 @@ async def search_json(
     kinds = tuple(body.kinds) if body.kinds is not None else None
     ranking = Ranking(body.rank, body.class_weight)
     params = check_params(
-        SearchParams(body.k, kinds, body.filter, ranking, body.top_classes), state.settings.max_k
+        SearchParams(body.k, kinds, body.filter, ranking, body.top_classes, body.min_confidence),
+        state.settings.max_k,
     )
     max_terms = state.settings.max_inputs
     vector, exclude_ids = await query_vector(body.query, embedder, snapshot, max_terms)
-    return await _respond(state, snapshot, vector, params, started, exclude_ids)
+    confidence = ConfidenceScorer(embedder.calibration, query_kind(body.query))
+    return await _respond(state, snapshot, vector, params, started, confidence, exclude_ids)
 
 
 @router.post(
@@ -90,16 +101,22 @@ async def search_image(
         float, Form(ge=0.0, le=1.0, description="a in the hybrid formula")
     ] = DEFAULT_CLASS_WEIGHT,
     top_classes: Annotated[int, Form(ge=0, le=100, description="Class matches to return")] = 3,
+    min_confidence: Annotated[
+        float | None, Form(ge=0.0, le=1.0, description=MIN_CONFIDENCE_DESCRIPTION)
+    ] = None,
 ) -> SearchResponse:
     started = time.perf_counter()
     ranking = Ranking(rank, class_weight)
     params = check_params(
-        SearchParams(_one_k(k, k_in_url), parse_kinds(kinds), None, ranking, top_classes),
+        SearchParams(
+            _one_k(k, k_in_url), parse_kinds(kinds), None, ranking, top_classes, min_confidence
+        ),
         state.settings.max_k,
     )
     data = await read_upload(file, embedder.max_upload_bytes)
     vector = await embedder.embed_image_bytes(data)
-    return await _respond(state, snapshot, vector, params, started)
+    confidence = ConfidenceScorer(embedder.calibration, "image")
+    return await _respond(state, snapshot, vector, params, started, confidence)
 
 
 def _one_k(form: int | None, url: int | None) -> int:
