@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.encoders.base import l2_normalize
+from models.encoders.base import cut_for_tokens, l2_normalize
 from models.images import crop_to_aspect_ratio
 from models.types import Recipe
 
@@ -201,7 +201,9 @@ class OpenClipEncoder:
         return self._finish(chunks)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        texts = [str(t) for t in texts]
+        # The tokenizer keeps context_length tokens but reads (and cleans) all the text.
+        context = int(getattr(self._tokenizer, "context_length", 77))
+        texts = [cut_for_tokens(str(t), context) for t in texts]
         chunks = []
         for i in range(0, len(texts), self.batch_size):
             tokens = self._tokenizer(texts[i : i + self.batch_size]).to(self._device)
