@@ -69,11 +69,16 @@ def serve(
     import uvicorn
 
     from service.app import create_app
+    from service.protocol import JsonErrorH11Protocol
 
     settings = load_settings(host=host, port=port)
     configure_logging(settings)
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        http=JsonErrorH11Protocol,
     )
 
 
