@@ -28,6 +28,7 @@ from index.snapshot import (
 )
 from index.snapshot import InvalidQueryError as InvalidSearchError
 from models.images import ImageTooLargeError, InvalidImageError
+from service.jobs import JobQueueUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (AdminDisabledError, 403),
     (ModelNotReadyError, 503),
     (SnapshotNotReadyError, 503),
+    (JobQueueUnavailableError, 503),
     (SnapshotError, 503),  # no snapshot, fingerprint mismatch, corrupt files
 )
 

@@ -367,7 +367,10 @@ class HealthOut(BaseModel):
 
 
 class ReadyOut(BaseModel):
-    status: Literal["ready"] = "ready"
+    status: Literal["ready", "degraded"] = Field(
+        "ready", description="degraded: search works, but re-index jobs cannot be queued"
+    )
+    detail: str | None = Field(None, description="Why the service is degraded")
     model: str
     index_version: str
     items: int

@@ -16,7 +16,7 @@ from service.schemas import JobOut, ReindexAccepted, ReindexIn, error_responses
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
-ADMIN_ERRORS = error_responses(401, 403)
+ADMIN_ERRORS = error_responses(401, 403, 503)  # 503: the job queue (Redis) is unreachable
 
 
 def _checked_request(body: ReindexIn) -> ReindexRequest:
