@@ -387,6 +387,19 @@ class ErrorOut(BaseModel):
     detail: str
 
 
+class FieldErrorOut(BaseModel):
+    type: str
+    loc: list[str | int] = Field(description='Where: e.g. ["body", "query", "text"]')
+    msg: str
+    input: str | int | float | bool | None = Field(None, description="Short inputs only")
+
+
+class UnprocessableOut(BaseModel):
+    """422: a schema error (a list of field errors) or a domain error (one message)."""
+
+    detail: str | list[FieldErrorOut]
+
+
 class ReindexIn(_Strict):
     source: str = Field(max_length=MAX_PATH_CHARS, description="Dataset path as seen by the worker")
     format: Name = Field(description="Dataset format", examples=["kfood"])
@@ -426,4 +439,6 @@ class JobOut(BaseModel):
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries documenting the ``{"detail"}`` error body."""
-    return {status: {"model": ErrorOut} for status in statuses}
+    return {
+        status: {"model": UnprocessableOut if status == 422 else ErrorOut} for status in statuses
+    }
