@@ -18,7 +18,7 @@ import numpy as np
 # One or more dot-separated identifiers; Unicode letters allowed (Korean keys).
 _FIELD_NAME = re.compile(r"^[^\W\d]\w{0,63}(\.[^\W\d]\w{0,63}){0,3}$")
 _RANGE_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-_MAX_ANY_OF = 1000
+MAX_ANY_OF = 1000  # alternatives in one any-of list
 
 
 class FilterError(ValueError):
@@ -52,10 +52,28 @@ def _equality(path: str, value: Any, name: str) -> tuple[str, list[Any]]:
 def _any_of(path: str, values: list[Any], name: str) -> tuple[str, list[Any]]:
     if not values:
         raise FilterError(f"filter {name!r}: 'any of' list is empty")
-    if len(values) > _MAX_ANY_OF:
-        raise FilterError(f"filter {name!r}: more than {_MAX_ANY_OF} alternatives")
-    clauses, params = zip(*(_equality(path, v, name) for v in values), strict=True)
-    return "(" + " OR ".join(clauses) + ")", [p for group in params for p in group]
+    if len(values) > MAX_ANY_OF:
+        raise FilterError(f"filter {name!r}: more than {MAX_ANY_OF} alternatives")
+    for value in values:
+        if not _is_scalar(value):
+            raise FilterError(f"filter {name!r}: value must be a string, number or boolean")
+    # One flat IN (...) per type, not a chain of ORs: SQLite refuses an expression tree
+    # deeper than 1000, which a chain of ~1000 ORs is.
+    plain = [v for v in values if not isinstance(v, bool)]
+    flags = ["true" if v else "false" for v in values if isinstance(v, bool)]
+    clauses: list[str] = []
+    params: list[Any] = []
+    if plain:
+        clauses.append(f"json_extract(i.metadata, ?) IN ({_marks(len(plain))})")
+        params += [path, *plain]
+    if flags:
+        clauses.append(f"json_type(i.metadata, ?) IN ({_marks(len(flags))})")
+        params += [path, *flags]
+    return "(" + " OR ".join(clauses) + ")", params
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
 
 
 def _range(path: str, bounds: Mapping[str, Any], name: str) -> tuple[str, list[Any]]:

@@ -15,6 +15,7 @@ import base64
 import binascii
 import io
 import logging
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 40_000_000
+# Encoders scale an image's short side to their input size and centre-crop a square,
+# so the ends of a long side are thrown away. Cropping them off before the resize
+# keeps its cost bounded: a 65535x1 GIF would otherwise be resized to 16.7 M x 256
+# pixels (gigabytes of memory) for a 224x224 crop.
+MAX_ASPECT_RATIO = 4.0
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<data>.*)$", re.DOTALL)
 
@@ -163,6 +169,25 @@ def load_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         if path.stat().st_size == 0:
             raise InvalidImageError(f"image file {path} is empty (0 bytes)")
         return _decode(fp, f"image file {path}", max_pixels)
+
+
+def crop_to_aspect_ratio(image: Image.Image, max_ratio: float = MAX_ASPECT_RATIO) -> Image.Image:
+    """``image`` with its long side centre-cropped to at most ``max_ratio`` x its short side.
+
+    A square centre crop of the resized image (every encoder's eval transform) sees
+    the same pixels either way; only the discarded ends are cut early.
+    """
+    if max_ratio < 1:
+        raise ValueError(f"max_ratio must be at least 1, got {max_ratio}")
+    width, height = image.size
+    longest = max(1, math.ceil(min(width, height) * max_ratio))
+    if width > longest:
+        left = (width - longest) // 2
+        return image.crop((left, 0, left + longest, height))
+    if height > longest:
+        top = (height - longest) // 2
+        return image.crop((0, top, width, top + longest))
+    return image
 
 
 def load_record_images(

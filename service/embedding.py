@@ -22,6 +22,7 @@ from models.encoders import Encoder
 from models.encoders.base import fuse_modalities
 from models.images import decode_base64_image, decode_image
 from models.types import Recipe
+from service.errors import InvalidQueryError
 from service.limits import check_base64_size
 from service.schemas import EmbedInput
 
@@ -35,6 +36,7 @@ class Embedder:
     lock: threading.Lock
     max_upload_bytes: int
     max_image_pixels: int
+    max_text_chars: int
 
     @property
     def calibration(self) -> Calibration | None:
@@ -44,11 +46,23 @@ class Embedder:
 
     async def embed(self, inputs: Sequence[EmbedInput]) -> np.ndarray:
         """One L2-normalised float32 row per input, in input order."""
+        self._check_text_size(inputs)
         return await run_in_threadpool(self._decode_and_encode, inputs)
 
     async def embed_fused(self, inputs: Sequence[EmbedInput]) -> np.ndarray:
         """A (1, dim) row: every input is one modality of the same item, fused."""
+        self._check_text_size(inputs)
         return await run_in_threadpool(self._decode_encode_and_fuse, inputs)
+
+    def _check_text_size(self, inputs: Sequence[EmbedInput]) -> None:
+        """Bounds one request's encoder time: encoding holds the encoder lock, so a
+        request of many long texts would stall every other search meanwhile."""
+        total = sum(_text_chars(item) for item in inputs)
+        if total > self.max_text_chars:
+            raise InvalidQueryError(
+                f"the texts of this request total {total} characters; at most "
+                f"{self.max_text_chars} are embedded per request (send fewer or shorter texts)"
+            )
 
     def _decode_encode_and_fuse(self, inputs: Sequence[EmbedInput]) -> np.ndarray:
         vectors = self._decode_and_encode(inputs)
@@ -101,3 +115,13 @@ class Embedder:
         batch: list[T] = [value for value in decoded if isinstance(value, kind)]
         with self.lock:
             out[positions] = encode(batch)
+
+
+def _text_chars(item: EmbedInput) -> int:
+    if item.text is not None:
+        return len(item.text)
+    if item.recipe is not None:
+        recipe = item.recipe
+        parts = (recipe.title, *recipe.ingredients, *recipe.instructions)
+        return sum(len(part) for part in parts)
+    return 0

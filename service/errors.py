@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from index.catalog import FilterError
 from index.prototypes import PrototypeOptionsError
@@ -26,6 +28,7 @@ from index.snapshot import (
 )
 from index.snapshot import InvalidQueryError as InvalidSearchError
 from models.images import ImageTooLargeError, InvalidImageError
+from service.jobs import JobQueueUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +100,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (AdminDisabledError, 403),
     (ModelNotReadyError, 503),
     (SnapshotNotReadyError, 503),
+    (JobQueueUnavailableError, 503),
     (SnapshotError, 503),  # no snapshot, fingerprint mismatch, corrupt files
 )
 
@@ -132,6 +136,17 @@ def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": jsonable_encoder([_brief(e) for e in errors])}, status_code=422)
 
 
+async def _http_error_handler(request: Request, exc: Exception) -> Response:
+    """FastAPI answers 400 to a JSON body it could not parse for any reason but a syntax
+    error (invalid UTF-8, nesting deeper than the parser's recursion limit); those are
+    unusable bodies like any other, so they get the 422 a syntax error gets."""
+    if isinstance(exc, HTTPException) and exc.status_code == 400 and exc.__cause__ is not None:
+        cause = type(exc.__cause__).__name__
+        error = {"type": "json_invalid", "loc": ["body"], "msg": f"unreadable JSON body ({cause})"}
+        return JSONResponse({"detail": [error]}, status_code=422)
+    return await http_exception_handler(request, cast(HTTPException, exc))
+
+
 ECHO_MAX_CHARS = 100  # short scalar inputs help the caller see what was wrong
 
 
@@ -139,9 +154,19 @@ def _brief(error: dict[str, Any]) -> dict[str, Any]:
     brief: dict[str, Any] = {key: error[key] for key in ("type", "loc", "msg") if key in error}
     value = error.get("input")
     finite = not isinstance(value, float) or math.isfinite(value)  # JSON has no Infinity
-    if isinstance(value, str | int | float | bool) and finite and len(str(value)) <= ECHO_MAX_CHARS:
+    scalar = isinstance(value, str | int | float | bool) and finite
+    if scalar and len(str(value)) <= ECHO_MAX_CHARS and _encodable(str(value)):
         brief["input"] = value
     return brief
+
+
+def _encodable(text: str) -> bool:
+    """False for text with lone surrogates, which a JSON response cannot carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def register_error_handlers(app: FastAPI) -> None:
@@ -150,3 +175,4 @@ def register_error_handlers(app: FastAPI) -> None:
     for error_type, _status in _STATUS_BY_ERROR:
         app.add_exception_handler(error_type, handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(HTTPException, _http_error_handler)

@@ -12,7 +12,8 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +27,7 @@ from rq.job import JobStatus as RQStatus
 from rq.results import Result
 
 from index.prototypes import PrototypeOptions
+from service.events import REDIS_DOWN
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -55,12 +57,20 @@ class JobStatus:
     error: str | None = None
 
 
+class JobQueueUnavailableError(RuntimeError):
+    """The queue's backend (Redis) cannot be reached: jobs can be neither queued nor read."""
+
+
 class JobQueue(Protocol):
     """Where the API hands re-index work; status is readable from any API process."""
 
     def enqueue_reindex(self, request: ReindexRequest) -> str: ...
 
     def status(self, job_id: str) -> JobStatus | None: ...
+
+    def problem(self) -> str | None:
+        """Why jobs cannot be queued right now, or None when they can."""
+        ...
 
     def close(self) -> None: ...
 
@@ -119,6 +129,9 @@ class ThreadJobQueue:
         with self._lock:
             return self._statuses.get(job_id)
 
+    def problem(self) -> str | None:
+        return "the job queue is closed" if self._closing.is_set() else None
+
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking jobs; a running build stops at its next progress report."""
         self._closing.set()
@@ -170,7 +183,9 @@ class ThreadJobQueue:
 REINDEX_RETRIES = 2  # extra attempts after a failure or a worker that died mid-job
 JOB_KEEP_S = 7 * 24 * 3600  # how long finished jobs stay readable (RQ's default is 500 s)
 REINDEX_BATCH_SIZE = 32
-REINDEX_TASK = "service.tasks.reindex_job"  # by name: the API need not import the builder
+REINDEX_TASK = "service.tasks.reindex_job"
+REDIS_CONNECT_TIMEOUT_S = 2.0
+REDIS_TIMEOUT_S = 10.0  # by name: the API need not import the builder
 
 RQ_STATES = {
     RQStatus.CREATED: JobState.QUEUED,
@@ -201,10 +216,41 @@ class RQJobQueue:
             raise ValueError("the RQ job queue needs MMSEARCH_REDIS_URL")
         self._settings = settings
         self._batch_size = batch_size
-        self._redis = redis.Redis.from_url(settings.redis_url)
+        # Timeouts: with Redis down, a request must fail in seconds, not hang.
+        self._redis = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+            socket_timeout=REDIS_TIMEOUT_S,
+        )
         self._queue = Queue(settings.queue_name, connection=self._redis)
 
+    @contextmanager
+    def _redis_needed(self) -> Iterator[None]:
+        try:
+            yield
+        except REDIS_DOWN as exc:
+            raise JobQueueUnavailableError(self._unreachable_message(exc)) from exc
+
+    def _unreachable_message(self, exc: BaseException) -> str:
+        kwargs = self._redis.connection_pool.connection_kwargs
+        where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"  # never the password
+        return (
+            f"the job queue is unavailable: Redis at {where} is unreachable "
+            f"({type(exc).__name__}); re-index jobs can be neither queued nor read until it is back"
+        )
+
+    def problem(self) -> str | None:
+        try:
+            self._redis.ping()
+        except REDIS_DOWN as exc:
+            return self._unreachable_message(exc)
+        return None
+
     def enqueue_reindex(self, request: ReindexRequest) -> str:
+        with self._redis_needed():
+            return self._enqueue(request)
+
+    def _enqueue(self, request: ReindexRequest) -> str:
         job = self._queue.enqueue(
             REINDEX_TASK,
             kwargs={
@@ -225,6 +271,10 @@ class RQJobQueue:
         return str(job.id)
 
     def status(self, job_id: str) -> JobStatus | None:
+        with self._redis_needed():
+            return self._status(job_id)
+
+    def _status(self, job_id: str) -> JobStatus | None:
         try:
             job = Job.fetch(job_id, connection=self._redis)
         except NoSuchJobError:

@@ -9,7 +9,8 @@ vector, an item, a class tag, or a weighted composition of those (``compose``).
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal
+import re
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -20,17 +21,40 @@ from pydantic import (
     model_validator,
 )
 
+from index.filters import MAX_ANY_OF
 from index.ranking import DEFAULT_CLASS_WEIGHT
 from models.types import Recipe
+
+# Input bounds, published in the OpenAPI schema. A text is far longer than any encoder
+# keeps (offline: 256 tokens, CLIP: 77) at MAX_TEXT_CHARS; what passes is truncated to
+# the model's token limit before encoding. The total over one request is a setting
+# (MMSEARCH_MAX_REQUEST_TEXT_CHARS).
+MAX_TEXT_CHARS = 8192
+MAX_NAME_CHARS = 1024  # item ids, class and tag names, filter values, formats
+MAX_LIST_ITEMS = 256  # recipe ingredients and instructions, candidate tags
+MAX_FILTER_FIELDS = 32
+MAX_VECTOR_DIM = 8192
+MAX_PATH_CHARS = 4096
+
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
 
 # Row kinds a search may target; the index tags every vector row with one of these.
 Kind = Literal["image", "text", "recipe"]
 KINDS: tuple[str, ...] = ("image", "text", "recipe")
 
-FilterValue = str | int | float | bool
+FilterValue = Name | int | float | bool
 RangeOp = Literal["gt", "gte", "lt", "lte"]
 # Equality, any-of (a list) or a range ({"gte": 2, "lte": 4}); the index validates names.
-FilterCondition = FilterValue | list[FilterValue] | dict[RangeOp, FilterValue]
+FilterCondition = (
+    FilterValue
+    | Annotated[list[FilterValue], Field(max_length=MAX_ANY_OF)]
+    | dict[RangeOp, FilterValue]
+)
+
+# UTF-16 surrogates: JSON may spell them ("\ud800"), but alone they are no character,
+# and no UTF-8 consumer (SQLite, the tokenizers, Redis) can take them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _strip_non_empty(value: str, what: str) -> str:
@@ -40,14 +64,45 @@ def _strip_non_empty(value: str, what: str) -> str:
     return stripped
 
 
+def _reject_lone_surrogates(value: Any) -> None:
+    """ValueError when any string in ``value`` (keys included) holds a lone surrogate.
+
+    Iterative: the depth of a JSON body is the client's choice.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise ValueError(
+                    "text contains a lone UTF-16 surrogate (e.g. \\ud800), which is not a "
+                    "character; send valid Unicode"
+                )
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        _reject_lone_surrogates(data)
+        return data
+
 
 class RecipeIn(_Strict):
-    title: str = Field(description="Dish name", examples=["김치찌개"])
-    ingredients: list[str] = Field(default_factory=list, examples=[["김치", "돼지고기", "두부"]])
-    instructions: list[str] = Field(default_factory=list, examples=[["김치를 볶는다."]])
+    title: Text = Field(description="Dish name", examples=["김치찌개"])
+    ingredients: list[Text] = Field(
+        default_factory=list, max_length=MAX_LIST_ITEMS, examples=[["김치", "돼지고기", "두부"]]
+    )
+    instructions: list[Text] = Field(
+        default_factory=list, max_length=MAX_LIST_ITEMS, examples=[["김치를 볶는다."]]
+    )
 
     @field_validator("title")
     @classmethod
@@ -86,7 +141,7 @@ class EmbedInput(_ExactlyOne):
 
     ONE_OF: ClassVar[tuple[str, ...]] = ("text", "image", "recipe")
 
-    text: str | None = Field(None, examples=["spicy pork stew"])
+    text: Text | None = Field(None, examples=["spicy pork stew"])
     image: str | None = Field(None, description="Base64 image bytes or a data: URI")
     recipe: RecipeIn | None = None
 
@@ -106,9 +161,11 @@ class QueryTerm(EmbedInput):
 
     ONE_OF: ClassVar[tuple[str, ...]] = ("text", "image", "recipe", "vector", "item_id", "tag")
 
-    vector: list[float] | None = Field(None, description="A query vector of the model's dim")
-    item_id: str | None = Field(None, description="Search with this item's stored vectors")
-    tag: str | None = Field(
+    vector: list[float] | None = Field(
+        None, max_length=MAX_VECTOR_DIM, description="A query vector of the model's dim"
+    )
+    item_id: Name | None = Field(None, description="Search with this item's stored vectors")
+    tag: Name | None = Field(
         None,
         description="A class name: its prototype; an unknown class: the embedded tag text",
         examples=["한식"],
@@ -208,8 +265,9 @@ class SearchRequest(_Strict):
     query: SearchQuery
     k: int = Field(DEFAULT_K, ge=1, description="How many items to return (at most MMSEARCH_MAX_K)")
     kinds: list[Kind] | None = Field(None, description="Row kinds to search; default all")
-    filter: dict[str, FilterCondition] | None = Field(
+    filter: dict[Name, FilterCondition] | None = Field(
         None,
+        max_length=MAX_FILTER_FIELDS,
         description=(
             "Metadata filters, all must hold: equality, any of a list, or a range "
             "(gt, gte, lt, lte); applied inside the index search"
@@ -283,8 +341,9 @@ class ClassesResponse(BaseModel):
 
 class TagOptions(_Strict):
     k: int = Field(5, ge=1, le=100, description="How many classes (and tags) to return")
-    tags: list[str] | None = Field(
+    tags: list[Name] | None = Field(
         None,
+        max_length=MAX_LIST_ITEMS,
         description="Free-form candidate tags, ranked by text-embedding similarity to the image",
         examples=[["spicy", "soup", "noodles"]],
     )
@@ -328,7 +387,10 @@ class HealthOut(BaseModel):
 
 
 class ReadyOut(BaseModel):
-    status: Literal["ready"] = "ready"
+    status: Literal["ready", "degraded"] = Field(
+        "ready", description="degraded: search works, but re-index jobs cannot be queued"
+    )
+    detail: str | None = Field(None, description="Why the service is degraded")
     model: str
     index_version: str
     items: int
@@ -345,11 +407,24 @@ class ErrorOut(BaseModel):
     detail: str
 
 
+class FieldErrorOut(BaseModel):
+    type: str
+    loc: list[str | int] = Field(description='Where: e.g. ["body", "query", "text"]')
+    msg: str
+    input: str | int | float | bool | None = Field(None, description="Short inputs only")
+
+
+class UnprocessableOut(BaseModel):
+    """422: a schema error (a list of field errors) or a domain error (one message)."""
+
+    detail: str | list[FieldErrorOut]
+
+
 class ReindexIn(_Strict):
-    source: str = Field(description="Dataset path as seen by the worker")
-    format: str = Field(description="Dataset format", examples=["kfood"])
-    factory: str = Field("Flat", description="FAISS index factory string")
-    class_field: str | None = Field(
+    source: str = Field(max_length=MAX_PATH_CHARS, description="Dataset path as seen by the worker")
+    format: Name = Field(description="Dataset format", examples=["kfood"])
+    factory: Name = Field("Flat", description="FAISS index factory string")
+    class_field: Name | None = Field(
         None, description="Metadata field naming each item's class; default the item label"
     )
     shots: int | None = Field(None, ge=1, description="K support items per class; default all")
@@ -357,7 +432,7 @@ class ReindexIn(_Strict):
     text_weight: float = Field(
         0.0, ge=0.0, le=1.0, description="Weight of the embedded class name for classes with items"
     )
-    zero_shot_classes: dict[str, str | None] | list[str] | None = Field(
+    zero_shot_classes: dict[Name, Text | None] | list[Name] | None = Field(
         None,
         description="Extra class names (list, or {name: description}): zero-shot prototypes",
         examples=[{"떡볶이": "매콤한 떡 요리"}],
@@ -384,4 +459,6 @@ class JobOut(BaseModel):
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries documenting the ``{"detail"}`` error body."""
-    return {status: {"model": ErrorOut} for status in statuses}
+    return {
+        status: {"model": UnprocessableOut if status == 422 else ErrorOut} for status in statuses
+    }

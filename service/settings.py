@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * MIB, description="Largest accepted upload or base64 image")
     max_image_pixels: int = Field(40_000_000, description="Decompression-bomb guard")
     max_inputs: int = Field(64, description="Most inputs in one /embed call")
+    max_request_text_chars: int = Field(
+        16_384,
+        description="Most characters of text (texts, recipes, tags) embedded for one request",
+    )
     max_k: int = Field(1000, description="Largest k accepted by /search")
     reload_interval_s: float = Field(
         2.0, description="How often the API checks CURRENT for a new snapshot"

@@ -27,7 +27,7 @@ from index.prototypes import PrototypeOptions
 from models.datasets import open_dataset
 from models.encoders import Encoder
 from models.registry import load_encoder
-from service.events import publish_snapshot_event
+from service.events import REDIS_DOWN, publish_snapshot_event
 from service.jobs import REINDEX_BATCH_SIZE, ProgressCallback, ReindexRequest, short_error
 from service.settings import Settings
 
@@ -109,7 +109,10 @@ class JobMetaProgress:
             return
         self._last_save = now
         self._job.meta["progress"] = done / total if total else 0.0
-        self._job.save_meta()
+        try:
+            self._job.save_meta()
+        except REDIS_DOWN as exc:  # progress is advisory: the build goes on without Redis
+            logger.warning("job %s: progress not saved, Redis unavailable: %s", self._job.id, exc)
 
 
 def reindex_job(

@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
 from rq import Queue, SimpleWorker
+from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import Job
 from rq.worker import WorkerStatus
 
+from service.events import REDIS_DOWN
 from service.settings import Settings
 from service.tasks import encoder_for
 
@@ -40,6 +43,8 @@ HEARTBEAT_TTL_S = 15  # a job is abandoned this long after its worker's last hea
 # and then runs registry maintenance if MAINTENANCE_INTERVAL_S have passed.
 WORKER_TTL_S = 30
 MAINTENANCE_INTERVAL_S = 15
+FIRST_BACKOFF_S = 1.0  # waiting for Redis after an outage ended RQ's loop
+MAX_BACKOFF_S = 30.0
 
 
 class ReindexWorker(SimpleWorker):
@@ -78,7 +83,9 @@ class ReindexWorker(SimpleWorker):
 def run_worker(settings: Settings, *, burst: bool = False) -> bool:
     """Consume ``settings.queue_name`` until stopped (or until empty with ``burst``).
 
-    Returns whether any job was processed.
+    Survives Redis outages: RQ's loop ends on a lost connection (mid-job, or its
+    timeout), so a fresh worker starts once Redis answers again, with back-off; the
+    encoder stays loaded. Returns whether any job was processed.
     """
     if not settings.redis_url:
         raise ValueError("mmsearch worker needs a Redis URL (set MMSEARCH_REDIS_URL)")
@@ -86,11 +93,56 @@ def run_worker(settings: Settings, *, burst: bool = False) -> bool:
     connection.ping()  # fail fast with a clear error before loading the model
     encoder = encoder_for(settings)
     logger.info("encoder %s ready on %s", encoder.fingerprint, encoder.device)
-    worker = ReindexWorker(
+    processed = False
+    while True:
+        worker = _new_worker(settings, connection)
+        try:
+            processed |= worker.work(burst=burst, logging_level=settings.log_level.upper())
+        except REDIS_DOWN as exc:  # RQ's teardown reports the worker's death to Redis
+            logger.warning("worker %s ended with Redis unavailable: %s", worker.name, exc)
+        except StopRequested:
+            return processed
+        if worker._stop_requested:  # SIGTERM / SIGINT: RQ records it here
+            return processed
+        if burst and _redis_up(connection):
+            return processed
+        if not _wait_for_redis(connection, worker):
+            return processed
+        logger.info("Redis is reachable again; restarting the worker")
+
+
+def _new_worker(settings: Settings, connection: redis.Redis) -> ReindexWorker:
+    return ReindexWorker(
         [Queue(settings.queue_name, connection=connection)],
         connection=connection,
         worker_ttl=WORKER_TTL_S,
         job_monitoring_interval=HEARTBEAT_INTERVAL_S,
         maintenance_interval=MAINTENANCE_INTERVAL_S,
     )
-    return worker.work(burst=burst, logging_level=settings.log_level.upper())
+
+
+def _redis_up(connection: redis.Redis) -> bool:
+    try:
+        connection.ping()
+    except REDIS_DOWN:
+        return False
+    return True
+
+
+def _wait_for_redis(connection: redis.Redis, worker: ReindexWorker) -> bool:
+    """Ping with exponential back-off until Redis answers (True) or a stop is asked (False).
+
+    Waits at least once, so a worker that keeps failing for another reason restarts
+    once a second, not in a tight loop."""
+    backoff = FIRST_BACKOFF_S
+    while True:
+        try:
+            time.sleep(backoff)
+        except StopRequested:  # RQ's signal handler, still installed
+            return False
+        if worker._stop_requested:
+            return False
+        if _redis_up(connection):
+            return True
+        logger.warning("Redis unavailable; the worker retries in %.0f s", backoff)
+        backoff = min(backoff * 2, MAX_BACKOFF_S)

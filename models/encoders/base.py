@@ -37,6 +37,17 @@ class Encoder(Protocol):
     def encode_recipes(self, recipes: Sequence[Recipe]) -> np.ndarray: ...
 
 
+# Characters a token spans at most, for all tokenizers here (E5's sentencepiece, CLIP's
+# BPE) bar runs of whitespace: a text cut to max_tokens * this keeps every token the
+# encoder would, and the tokenizer never has to read megabytes to keep the first few.
+MAX_CHARS_PER_TOKEN = 32
+
+
+def cut_for_tokens(text: str, max_tokens: int) -> str:
+    """``text`` cut to the characters that can hold its first ``max_tokens`` tokens."""
+    return text[: max_tokens * MAX_CHARS_PER_TOKEN]
+
+
 def l2_normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Row-wise L2 normalisation to float32; zero rows stay zero."""
     vectors = np.asarray(vectors, dtype=np.float32)

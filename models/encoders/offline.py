@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 
 from models.encoders import imagenet
-from models.encoders.base import l2_normalize
+from models.encoders.base import cut_for_tokens, l2_normalize
 from models.files import atomic_write
 from models.types import Recipe
 
@@ -270,6 +270,7 @@ class OfflineEncoder:
 
     def truncate(self, text: str, max_tokens: int, *, is_query: bool) -> str:
         """``text`` cut to at most ``max_tokens`` E5 tokens (prefix and specials included)."""
+        text = cut_for_tokens(text, max_tokens)
         return _truncate_to_tokens(text, max_tokens, lambda t: self._count_tokens(t, is_query))
 
     def _embed(self, texts: Sequence[str], *, is_query: bool) -> np.ndarray:

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.encoders.base import l2_normalize
+from models.encoders.base import cut_for_tokens, l2_normalize
+from models.images import crop_to_aspect_ratio
 from models.types import Recipe
 
 log = logging.getLogger(__name__)
@@ -179,8 +180,11 @@ class OpenClipEncoder:
         return self._model
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """CPU step: the model's own eval transform, stacked."""
-        return torch.stack([self._preprocess(img.convert("RGB")) for img in images])
+        """CPU step: the model's own eval transform, stacked; extreme aspect ratios are
+        cropped first (its resize would scale a 65535x1 image to gigabytes)."""
+        return torch.stack(
+            [self._preprocess(crop_to_aspect_ratio(img.convert("RGB"))) for img in images]
+        )
 
     def image_features(self, batch: torch.Tensor) -> torch.Tensor:
         """Device step: raw image embeddings as float32."""
@@ -197,7 +201,9 @@ class OpenClipEncoder:
         return self._finish(chunks)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        texts = [str(t) for t in texts]
+        # The tokenizer keeps context_length tokens but reads (and cleans) all the text.
+        context = int(getattr(self._tokenizer, "context_length", 77))
+        texts = [cut_for_tokens(str(t), context) for t in texts]
         chunks = []
         for i in range(0, len(texts), self.batch_size):
             tokens = self._tokenizer(texts[i : i + self.batch_size]).to(self._device)

@@ -16,7 +16,7 @@ from service.schemas import JobOut, ReindexAccepted, ReindexIn, error_responses
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
-ADMIN_ERRORS = error_responses(401, 403)
+ADMIN_ERRORS = error_responses(401, 403, 503)  # 503: the job queue (Redis) is unreachable
 
 
 def _checked_request(body: ReindexIn) -> ReindexRequest:
@@ -25,7 +25,12 @@ def _checked_request(body: ReindexIn) -> ReindexRequest:
             f"unknown format {body.format!r}; known formats are {sorted(FORMATS)}"
         )
     source = Path(body.source)
-    if not source.exists():
+    try:
+        exists = source.exists()
+    except (OSError, ValueError) as exc:  # a name over NAME_MAX, a NUL byte
+        reason = getattr(exc, "strerror", None) or exc
+        raise InvalidSourceError(f"source is not a usable path: {reason}") from exc
+    if not exists:
         raise InvalidSourceError(f"source {body.source!r} does not exist on the server")
     return ReindexRequest(source, body.format, body.factory, _prototype_options(body))
 

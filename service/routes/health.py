@@ -18,7 +18,7 @@ def healthz() -> HealthOut:
 
 @router.get(
     "/readyz",
-    summary="Readiness: a model and an index snapshot are loaded",
+    summary="Readiness: a model and an index snapshot are loaded (degraded: no job queue)",
     response_model=ReadyOut,
     responses={503: {"model": NotReadyOut, "description": "What is missing"}},
 )
@@ -27,8 +27,14 @@ def readyz(state: StateDep) -> ReadyOut | JSONResponse:
     snapshot = state.current_snapshot()
     if encoder is not None and snapshot is not None:
         manifest = snapshot.manifest
+        # Search needs neither Redis nor the worker: a queue outage degrades, not unreadies.
+        problem = state.jobs.problem() if state.jobs is not None else None
         return ReadyOut(
-            model=encoder.fingerprint, index_version=manifest.version, items=manifest.n_items
+            status="degraded" if problem else "ready",
+            detail=problem,
+            model=encoder.fingerprint,
+            index_version=manifest.version,
+            items=manifest.n_items,
         )
     detail = model_not_ready_message(state) if encoder is None else no_snapshot_message(state)
     body = NotReadyOut(

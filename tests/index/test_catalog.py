@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from index.catalog import Catalog, CatalogWriter, DuplicateItemError, FilterError
+from index.filters import MAX_ANY_OF
 
 ITEMS = [
     ("a", "stew", {"cuisine": "한식", "minutes": 30, "vegan": False, "time": "60분"}),
@@ -77,6 +78,15 @@ def test_equality_filters(catalog: Catalog):
 def test_any_of_filter(catalog: Catalog):
     assert items_of(catalog, filters={"cuisine": ["양식", "중식"]}) == ["b", "c"]
     assert items_of(catalog, filters={"cuisine": ["한식"], "vegan": [True]}) == []
+    assert items_of(catalog, filters={"vegan": [False, "x", True]}) == ["a", "b", "c"]
+
+
+def test_any_of_filter_takes_the_longest_list_allowed(catalog: Catalog):
+    # A chain of ~1000 ORs once made SQLite refuse: "Expression tree is too large".
+    many = [f"없음-{i}" for i in range(MAX_ANY_OF - 2)] + ["양식", "중식"]
+    assert items_of(catalog, filters={"cuisine": many}) == ["b", "c"]
+    with pytest.raises(FilterError, match="more than 1000"):
+        catalog.allowed_rows(None, {"cuisine": [*many, "한식"]})
 
 
 def test_range_filters_are_type_aware(catalog: Catalog):

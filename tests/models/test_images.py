@@ -14,6 +14,7 @@ from PIL import Image
 from models.images import (
     ImageTooLargeError,
     InvalidImageError,
+    crop_to_aspect_ratio,
     decode_base64_image,
     decode_image,
     load_image,
@@ -187,3 +188,23 @@ def test_load_image(tmp_path: Path) -> None:
 def test_loads_sample_photo(shared_data: Path) -> None:
     img = load_image(shared_data / "kfood" / "images" / "kfood-1.jpg")
     assert img.mode == "RGB" and max(img.size) <= 320
+
+
+@pytest.mark.parametrize(
+    ("size", "cropped"),
+    [((8000, 1), (4, 1)), ((1, 65535), (1, 4)), ((400, 100), (400, 100)), ((90, 401), (90, 360))],
+)
+def test_crop_to_aspect_ratio_centres_the_long_side(
+    size: tuple[int, int], cropped: tuple[int, int]
+) -> None:
+    image = _photo(size) if size[0] * size[1] < 100_000 else Image.new("RGB", size)
+    out = crop_to_aspect_ratio(image, 4.0)
+
+    assert out.size == cropped
+    left, top = (size[0] - cropped[0]) // 2, (size[1] - cropped[1]) // 2
+    assert out.getpixel((0, 0)) == image.getpixel((left, top))
+
+
+def test_crop_to_aspect_ratio_refuses_a_ratio_below_one() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        crop_to_aspect_ratio(Image.new("RGB", (2, 2)), 0.5)
