@@ -1,8 +1,11 @@
 """Choosing a device and building an encoder from a one-string spec.
 
-Specs (``MMSEARCH_ENCODER`` and the CLI use these):
+Specs (``MMSEARCH_MODEL`` and the CLI use these):
 
-- ``offline`` — the embedded default (:class:`~models.encoders.offline.OfflineEncoder`).
+- ``food-v1`` — the default: the project's own trained bundle, shipped inside the
+  package (``models/weights/food-v1``, float16). Its fingerprint is pinned here, so
+  changed or truncated files are refused rather than served.
+- ``offline`` — the untrained towers (:class:`~models.encoders.offline.OfflineEncoder`).
 - ``openclip:ARCH`` or ``openclip:ARCH:PRETRAINED`` — any open_clip model;
   PRETRAINED is a tag (``laion2b_s34b_b79k``), a local checkpoint path, or
   ``hf-hub:org/name`` (``openclip:hf-hub:org/name`` works too). Only the first
@@ -20,7 +23,13 @@ from pathlib import Path
 
 from models.encoders.base import Encoder
 
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+# Shipped bundle name -> the fingerprint it must load with (``make bundle`` prints it).
+SHIPPED_MODELS: dict[str, str] = {}
+DEFAULT_MODEL = "food-v1"
+
 SPEC_FORMS = (
+    *(f"'{name}' (shipped)" for name in SHIPPED_MODELS),
     "'offline'",
     "'openclip:ARCH' / 'openclip:ARCH:PRETRAINED' (tag, checkpoint path or hf-hub:org/name)",
     "'bundle:PATH'",
@@ -70,6 +79,37 @@ def _load_bundle(path: str, device: str) -> Encoder:
     return encoder
 
 
+def model_display_name(spec: str) -> str:
+    """The spec as a user may see it: a bundle by its folder name, never a server path."""
+    spec = spec.strip()
+    if spec.startswith("bundle:"):
+        return "bundle:" + Path(spec.removeprefix("bundle:")).name
+    if spec.startswith("openclip:") and ("/" in spec or "\\" in spec):
+        arch = spec.split(":", 2)[1]
+        return f"openclip:{arch}" if arch not in ("hf-hub", "local-dir") else spec
+    return spec
+
+
+def shipped_model_dir(name: str) -> Path:
+    return WEIGHTS_DIR / name
+
+
+def _load_shipped(name: str, device: str) -> Encoder:
+    path = shipped_model_dir(name)
+    if not (path / "bundle.json").is_file():
+        raise ValueError(
+            f"the shipped model {name!r} is missing from {path}: reinstall the package "
+            "or rebuild it with `make bundle`"
+        )
+    encoder = _load_bundle(str(path), device)
+    if encoder.fingerprint != SHIPPED_MODELS[name]:
+        raise ValueError(
+            f"the shipped model {name!r} in {path} has fingerprint {encoder.fingerprint}, "
+            f"not the pinned {SHIPPED_MODELS[name]}: its files were changed"
+        )
+    return encoder
+
+
 def load_encoder(
     spec: str = "offline", *, device: str = "auto", cache_dir: Path | None = None
 ) -> Encoder:
@@ -78,6 +118,8 @@ def load_encoder(
         raise ValueError(f"encoder spec must be a string, got {type(spec).__name__}")
     spec = spec.strip()
     match spec.split(":", 2):
+        case [name] if name in SHIPPED_MODELS:
+            return _load_shipped(name, resolve_device(device))
         case ["offline"]:
             from models.encoders.offline import OfflineEncoder
 

@@ -51,7 +51,7 @@ IndexDirOption = Annotated[
     Path | None, typer.Option("--index-dir", help="Snapshot directory [env MMSEARCH_INDEX_DIR]")
 ]
 ModelOption = Annotated[
-    str | None, typer.Option("--model", help="Encoder spec [env MMSEARCH_MODEL, default offline]")
+    str | None, typer.Option("--model", help="Encoder spec [env MMSEARCH_MODEL, default food-v1]")
 ]
 
 

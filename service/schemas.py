@@ -391,7 +391,8 @@ class ReadyOut(BaseModel):
         "ready", description="degraded: search works, but re-index jobs cannot be queued"
     )
     detail: str | None = Field(None, description="Why the service is degraded")
-    model: str
+    model: str = Field(description="Fingerprint of the loaded model")
+    model_name: str = Field(description="The model served: 'food-v1', 'offline', 'bundle:NAME'")
     index_version: str
     items: int
 

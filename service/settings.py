@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.registry import DEFAULT_MODEL
+
 MIB = 1024 * 1024
 
 
@@ -20,8 +22,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MMSEARCH_", env_file=None, extra="ignore")
 
     model: str = Field(
-        "offline",
-        description="Encoder spec: offline | openclip:ARCH[:PRETRAINED] | bundle:PATH",
+        DEFAULT_MODEL,
+        description=(
+            "Encoder spec: food-v1 (the shipped trained model) | offline (untrained towers) | "
+            "openclip:ARCH[:PRETRAINED] | bundle:PATH"
+        ),
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     index_dir: Path = Field(Path("var/index"), description="Where snapshots live")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from models.registry import model_display_name
 from service.deps import StateDep, model_not_ready_message, no_snapshot_message
 from service.schemas import HealthOut, NotReadyOut, ReadyOut
 
@@ -33,6 +34,7 @@ def readyz(state: StateDep) -> ReadyOut | JSONResponse:
             status="degraded" if problem else "ready",
             detail=problem,
             model=encoder.fingerprint,
+            model_name=model_display_name(state.settings.model),
             index_version=manifest.version,
             items=manifest.n_items,
         )
