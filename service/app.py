@@ -8,7 +8,18 @@ from models.encoders import Encoder
 from service.errors import register_error_handlers
 from service.limits import RequestBodyLimitMiddleware, request_body_limit
 from service.metrics import RequestMetricsMiddleware
-from service.routes import admin, classes, demo, embed, health, items, metrics, search, tag
+from service.routes import (
+    admin,
+    classes,
+    demo,
+    embed,
+    health,
+    images,
+    items,
+    metrics,
+    search,
+    tag,
+)
 from service.settings import Settings
 from service.state import AppState, make_lifespan
 
@@ -37,6 +48,6 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         RequestBodyLimitMiddleware, max_body_bytes=request_body_limit(settings.max_upload_bytes)
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
-    for module in (health, embed, search, tag, classes, items, admin, metrics, demo):
+    for module in (health, embed, search, tag, classes, items, images, admin, metrics, demo):
         app.include_router(module.router)
     return app
