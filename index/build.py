@@ -275,7 +275,7 @@ def _store_batch(
     first_row = spool.n_rows
     rows = [(first_row + i, item_id, kind) for i, (item_id, kind) in enumerate(encoded.rows)]
     try:
-        writer.add_batch(items, rows)
+        writer.add_batch(items, rows, _indexed_images(batch, encoded))
     except ValueError as exc:  # metadata that is not plain JSON
         raise BuildError(str(exc)) from exc
     for vectors in encoded.vectors:
@@ -287,6 +287,18 @@ def _store_batch(
     for record in batch:
         if record.id not in with_rows:
             logger.warning("item %s has no readable modality; left out", record.id)
+
+
+def _indexed_images(
+    batch: Sequence[CatalogRecord], encoded: _EncodedBatch
+) -> list[tuple[str, Path]]:
+    """(item id, absolute photo path) of the photos that were read and encoded."""
+    with_image = {item_id for item_id, kind in encoded.rows if kind == "image"}
+    return [
+        (r.id, Path(r.image_path).absolute())
+        for r in batch
+        if r.image_path is not None and r.id in with_image
+    ]
 
 
 def build_snapshot(

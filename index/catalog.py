@@ -4,7 +4,11 @@ Schema::
 
     items(id TEXT PRIMARY KEY, label TEXT, metadata TEXT /* JSON object */)
     vectors(row INTEGER PRIMARY KEY, item_id TEXT, kind TEXT)
+    images(item_id TEXT PRIMARY KEY, path TEXT)  /* the photo file indexed for an item */
 
+``images`` lets the service show an item's photo: it only ever serves the paths
+written here at index time. Snapshots built before the table existed have no
+images (:meth:`Catalog.image_path` returns None).
 ``vectors.row`` is the FAISS id and the row of ``vectors.npy``. A snapshot's
 catalog is written once by :class:`CatalogWriter` and then only read, through a
 read-only connection shared by the request threads behind a lock (SQLite
@@ -45,6 +49,7 @@ __all__ = [
 _SCHEMA = """
 CREATE TABLE items (id TEXT PRIMARY KEY, label TEXT, metadata TEXT NOT NULL);
 CREATE TABLE vectors (row INTEGER PRIMARY KEY, item_id TEXT NOT NULL, kind TEXT NOT NULL);
+CREATE TABLE images (item_id TEXT PRIMARY KEY, path TEXT NOT NULL);
 """
 _INDEXES = """
 CREATE INDEX vectors_by_item ON vectors(item_id, kind);
@@ -97,6 +102,9 @@ class Catalog:
         }
         self._item_of_row, self._kind_of_row = self._load_row_table()
         self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._has_images = bool(
+            self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'images'")
+        )
 
     @classmethod
     def open(cls, path: Path | str) -> Catalog:
@@ -164,6 +172,13 @@ class Catalog:
             i: Item(i, label, json.loads(meta), kinds.get(i, []))
             for i, (label, meta) in found.items()
         }
+
+    def image_path(self, item_id: str) -> Path | None:
+        """The photo file recorded for this item at index time; None if it has none."""
+        if not self._has_images:
+            return None
+        found = self._query("SELECT path FROM images WHERE item_id = ?", [item_id])
+        return Path(found[0][0]) if found else None
 
     def rows_of_item(self, item_id: str, kinds: Sequence[str] | None = None) -> np.ndarray:
         sql = "SELECT row FROM vectors WHERE item_id = ?"
@@ -299,13 +314,17 @@ class CatalogWriter:
         self,
         items: Sequence[tuple[str, str | None, Mapping[str, Any]]],
         vectors: Sequence[tuple[int, str, str]],
+        images: Sequence[tuple[str, Path | str]] = (),
     ) -> None:
-        """Insert (id, label, metadata) items and (row, item_id, kind) rows atomically."""
+        """Insert (id, label, metadata) items, (row, item_id, kind) rows and
+        (item_id, image file) paths atomically."""
         encoded = [(i, label, _metadata_json(i, meta)) for i, label, meta in items]
+        paths = [(item_id, str(path)) for item_id, path in images]
         try:
             with self._db:
                 self._db.executemany("INSERT INTO items VALUES (?, ?, ?)", encoded)
                 self._db.executemany("INSERT INTO vectors VALUES (?, ?, ?)", vectors)
+                self._db.executemany("INSERT INTO images VALUES (?, ?)", paths)
         except sqlite3.IntegrityError as exc:
             raise DuplicateItemError(f"duplicate item id or row in batch: {exc}") from exc
 

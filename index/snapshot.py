@@ -171,6 +171,10 @@ class Snapshot:
     def get_item(self, item_id: str) -> Item | None:
         return self.catalog.get_item(item_id)
 
+    def image_path(self, item_id: str) -> Path | None:
+        """The photo file indexed for this item (None: unknown item, or no photo)."""
+        return self.catalog.image_path(item_id)
+
     def item_vectors(self, item_id: str, kinds: Sequence[str] | None = None) -> np.ndarray:
         """(m, dim) vectors of an item's rows (m may be 0 when no row has these kinds).
 

@@ -13,7 +13,10 @@ Formats (``FORMATS``):
     ``cuisine``, ``cooking_time`` ("60분"), ``level``, ``ingredients``
     (``[{name, amount, kind}]``), ``instructions`` ([str]), ``image`` (relative
     path). Record: id, recipe (title, ingredient names, instructions), image,
-    label = cuisine, metadata with ``cooking_minutes`` parsed (None if not).
+    label = cuisine, metadata with ``cooking_minutes`` parsed (None if not),
+    ``ingredients`` (names, what filters match), ``amounts`` (aligned with
+    ``ingredients``: the source ``amount`` string, or None) and ``instructions``,
+    for display.
 ``food101``
     ``labels.tsv`` (header ``image<TAB>label``) and ``classes.txt``. Record id
     ``<label>/<file stem>``, image, label, metadata ``{label}``.
@@ -138,6 +141,15 @@ def _count_nonblank_lines(path: Path) -> int:
         return sum(1 for line in fp if line.strip())
 
 
+def _amount(value: Any) -> str | None:
+    """An ingredient's amount as shown to people: the source string, None if absent."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
 def _str_list(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise DatasetError(f"{where} must be a list of strings")
@@ -209,6 +221,8 @@ class KFoodDataset(Dataset):
                     "cooking_minutes": parse_cooking_minutes(cooking_time),
                     "level": obj.get("level"),
                     "ingredients": list(names),
+                    "amounts": [_amount(i.get("amount")) for i in ingredients],
+                    "instructions": list(steps),
                     "image": image,
                 },
                 image_path=_absolute(self.root, image),

@@ -8,7 +8,19 @@ from models.encoders import Encoder
 from service.errors import register_error_handlers
 from service.limits import RequestBodyLimitMiddleware, request_body_limit
 from service.metrics import RequestMetricsMiddleware
-from service.routes import admin, classes, demo, embed, health, items, metrics, search, tag
+from service.routes import (
+    admin,
+    classes,
+    demo,
+    docs,
+    embed,
+    health,
+    images,
+    items,
+    metrics,
+    search,
+    tag,
+)
 from service.settings import Settings
 from service.state import AppState, make_lifespan
 
@@ -28,6 +40,10 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=make_lifespan(settings, encoder),
+        # Served by service.routes.docs from local assets instead of a CDN.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=docs.OAUTH2_REDIRECT_URL,
     )
     state = AppState(settings=settings)
     app.state.mmsearch = state
@@ -37,6 +53,7 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         RequestBodyLimitMiddleware, max_body_bytes=request_body_limit(settings.max_upload_bytes)
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
-    for module in (health, embed, search, tag, classes, items, admin, metrics, demo):
+    for module in (health, embed, search, tag, classes, items, images, admin, metrics, demo, docs):
         app.include_router(module.router)
+    docs.mount_assets(app)
     return app

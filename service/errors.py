@@ -51,6 +51,10 @@ class ItemNotFoundError(ServiceError, LookupError):
         self.item_id = item_id
 
 
+class ImageNotFoundError(ServiceError, LookupError):
+    """A known item without a photo to serve (none indexed, or its file is gone)."""
+
+
 class JobNotFoundError(ServiceError, LookupError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"no job with id {job_id!r}")
@@ -94,6 +98,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (PrototypeOptionsError, 422),
     (UnsupportedMediaTypeError, 415),
     (ItemNotFoundError, 404),
+    (ImageNotFoundError, 404),
     (UnknownItemError, 404),
     (JobNotFoundError, 404),
     (NotAuthenticatedError, 401),

@@ -33,6 +33,9 @@ def test_corrupt_and_missing_images_are_skipped_and_counted(tmp_path, encoder):
     snap = load_current(tmp_path / "ix", encoder.fingerprint)
     assert snap.get_item("item-3") is None
     assert snap.get_item("item-1").kinds == ["recipe", "text"]
+    # Only photos that were read and encoded are recorded for display.
+    assert snap.image_path("item-0") == (tmp_path / "img" / "item-0.png").absolute()
+    assert snap.image_path("item-1") is None and snap.image_path("item-2") is None
 
 
 def test_progress_callback_and_returned_manifest(tmp_path, encoder):

@@ -54,6 +54,28 @@ def test_lookups(catalog: Catalog):
         catalog.item_ids_of_rows([99])
 
 
+def test_image_paths(tmp_path: Path):
+    writer = CatalogWriter(tmp_path / "c.sqlite")
+    writer.add_batch(ITEMS[:2], ROWS[:3], [("a", tmp_path / "a.jpg")])
+    writer.finish()
+    catalog = Catalog.open(tmp_path / "c.sqlite")
+    assert catalog.image_path("a") == tmp_path / "a.jpg"
+    assert catalog.image_path("b") is None  # an item without a photo
+    assert catalog.image_path("zzz") is None
+    catalog.close()
+
+
+def test_catalogs_without_an_images_table_have_no_images(tmp_path: Path):
+    """Snapshots written before the images table existed still open."""
+    writer = CatalogWriter(tmp_path / "old.sqlite")
+    writer.add_batch(ITEMS[:1], ROWS[:2])
+    writer._db.execute("DROP TABLE images")
+    writer.finish()
+    catalog = Catalog.open(tmp_path / "old.sqlite")
+    assert catalog.get_item("a") is not None and catalog.image_path("a") is None
+    catalog.close()
+
+
 def test_no_restriction_means_none(catalog: Catalog):
     assert catalog.allowed_rows(None, None) is None
     assert catalog.allowed_rows(None, {}) is None

@@ -35,6 +35,9 @@ def test_kfood(shared_data: Path) -> None:
     assert meta["cooking_time"] == "60분" and meta["cooking_minutes"] == 60
     assert meta["image"] == "images/kfood-1.jpg"
     assert meta["ingredients"] == list(first.recipe.ingredients)
+    assert meta["amounts"][:3] == ["4컵", "200g", "20g"]
+    assert meta["instructions"] == list(first.recipe.instructions)
+    assert all(len(r.metadata["amounts"]) == len(r.metadata["ingredients"]) for r in records)
     assert {"title", "summary", "cuisine", "level"} <= set(meta)
     assert Counter(r.label for r in records) == {
         "한식": 304,
@@ -196,6 +199,27 @@ def test_jsonl_bad_line(tmp_path: Path, bad: object, message: str) -> None:
     assert next(it).id == "a"  # lines before the bad one are still read
     with pytest.raises(DatasetError, match=message):
         next(it)
+
+
+def test_kfood_display_metadata(tmp_path: Path) -> None:
+    """Amounts stay aligned with the names, a missing or blank one becomes None."""
+    recipe = {
+        "id": "k1",
+        "title": "김치찌개",
+        "ingredients": [
+            {"name": "김치", "amount": "200g"},
+            {"name": "소금"},
+            {"name": "물", "amount": " "},
+            {"name": "두부", "amount": 1},
+        ],
+        "instructions": ["김치를 볶는다.", "물을 붓고 끓인다."],
+        "image": "i.jpg",
+    }
+    _write_jsonl(tmp_path / "recipes.jsonl", [recipe])
+    (meta,) = [r.metadata for r in open_dataset(tmp_path, "kfood")]
+    assert meta["ingredients"] == ["김치", "소금", "물", "두부"]
+    assert meta["amounts"] == ["200g", None, None, "1"]
+    assert meta["instructions"] == ["김치를 볶는다.", "물을 붓고 끓인다."]
 
 
 def test_kfood_bad_line(tmp_path: Path) -> None:
