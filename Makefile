@@ -89,13 +89,13 @@ index: install
 	$(BIN)/mmsearch index "$(BOOTSTRAP)" --format $(BOOTSTRAP_FORMAT) --index-dir "$(INDEX_DIR)"
 
 lint: install
-	$(BIN)/ruff check models index service tests scripts
-	$(BIN)/ruff format --check models index service tests scripts
+	$(BIN)/ruff check models index service training tests scripts
+	$(BIN)/ruff format --check models index service training tests scripts
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff check --fix models index service tests
-	$(BIN)/ruff format models index service tests
+	$(BIN)/ruff check --fix models index service training tests scripts
+	$(BIN)/ruff format models index service training tests scripts
 
 test: install lint
 	MMSEARCH_SHARED_DATA="$(abspath $(DATA_DIR))" $(BIN)/pytest -q

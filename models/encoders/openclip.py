@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.device import resolve_device
 from models.encoders.base import l2_normalize
 from models.types import Recipe
 
@@ -95,8 +96,6 @@ class OpenClipEncoder:
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         import open_clip
-
-        from models.registry import resolve_device
 
         register_configs()
         if not arch:

@@ -16,12 +16,12 @@ from models.encoders.openclip import OpenClipEncoder
 from models.fusion import all_subsets
 from models.joint import MODALITIES, JointConfig, JointModel
 from models.registry import load_encoder
-from models.synthetic_retrieval import synthetic_feature_sets
 from models.towers import EncoderTowers
-from models.train import validation_metrics
 from models.types import Recipe
 from service.cli import main
 from tests.bundles import TINY_ARCH, save_tiny_base, train_args
+from training.synthetic_retrieval import synthetic_feature_sets
+from training.train import validation_metrics
 
 ARCH = TINY_ARCH
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.bench_synthetic import (
+from models.fusion import FusionConfig, ModalityFusion
+from training.bench_synthetic import (
     KNOWN_CLASSES,
     AdditiveEmbedding,
     TrainSettings,
@@ -22,8 +23,7 @@ from models.bench_synthetic import (
     run_synthetic_benchmark,
     train_fusion,
 )
-from models.fusion import FusionConfig, ModalityFusion
-from models.synthetic import make_synthetic_dataset
+from training.synthetic import make_synthetic_dataset
 
 
 def test_dataset_shape_split_and_determinism() -> None:
