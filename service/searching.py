@@ -16,8 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from index.catalog import compile_filters
 from index.prototypes import ClassMatch
 from index.ranking import Ranking
-from index.snapshot import Match as SnapshotMatch
-from index.snapshot import Snapshot
+from index.snapshot import ItemMatch, Snapshot
 from models.encoders import l2_normalize
 from service.errors import InvalidQueryError, ItemNotFoundError
 from service.schemas import KINDS, ClassMatchOut, Match
@@ -122,7 +121,7 @@ async def search(
     filter_check: FilterFieldCheck,
     exclude_ids: tuple[str, ...] = (),
 ) -> list[Match]:
-    def run() -> list[SnapshotMatch]:
+    def run() -> list[ItemMatch]:
         filter_check.check(snapshot, params.filters)
         return snapshot.search(
             vector[0],
@@ -134,20 +133,22 @@ async def search(
         )
 
     found = await run_in_threadpool(run)
-    return [
-        Match(
-            id=match.item_id,
-            score=float(match.score),
-            rank=match.rank,
-            kind=match.kind,
-            label=match.label,
-            class_name=match.class_name,
-            item_score=match.item_score,
-            class_score=match.class_score,
-            metadata=match.metadata,
-        )
-        for match in found
-    ]
+    return [match_out(match) for match in found]
+
+
+def match_out(match: ItemMatch) -> Match:
+    """The HTTP form of the index's item match: the one place the two meet."""
+    return Match(
+        id=match.item_id,
+        score=float(match.score),
+        rank=match.rank,
+        kind=match.kind,
+        label=match.label,
+        class_name=match.class_name,
+        item_score=match.item_score,
+        class_score=match.class_score,
+        metadata=match.metadata,
+    )
 
 
 def class_matches(snapshot: Snapshot, vector: np.ndarray, n: int) -> list[ClassMatchOut]:
