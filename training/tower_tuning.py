@@ -149,8 +149,10 @@ class TuneConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("{epochs} and {batch_size} must be at least 1")
-        if self.lr <= 0 or self.head_lr <= 0:
-            raise ConfigError("{lr} and {head_lr} must be positive")
+        if self.lr <= 0:
+            raise ConfigError("{lr} must be positive")
+        if self.head_lr <= 0:
+            raise ConfigError("{head_lr} must be positive")
         if self.mixup < 0:
             raise ConfigError("{mixup} cannot be negative")
         if self.split_stage not in SPLIT_STAGES:
