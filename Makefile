@@ -22,7 +22,7 @@ FOOD101_TRAIN = $(BIN)/mmsearch train --dataset food101 --data-dir $(FOOD101_DIR
   --seed $(FOOD101_SEED) --image-size 256
 FOOD101_BUNDLE ?= var/bundles/food101-s$(FOOD101_SEED)-ens-256
 
-.PHONY: install run index test lint format bench-synthetic clean bundle run-bundle eval bundle-food101
+.PHONY: install run index test test-fast lint format bench-synthetic clean bundle run-bundle eval bundle-food101
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -99,6 +99,11 @@ format: install
 
 test: install lint
 	MMSEARCH_SHARED_DATA="$(abspath $(DATA_DIR))" $(BIN)/pytest -q
+
+# The unit tests: no end-to-end processes, nothing marked slow (training runs, the real
+# offline model; tests/conftest.py marks the tests that load it). Under 2 min here.
+test-fast: install
+	MMSEARCH_SHARED_DATA="$(abspath $(DATA_DIR))" $(BIN)/pytest -q -m "not e2e and not slow"
 
 bench-synthetic: install
 	$(BIN)/mmsearch bench synthetic --seeds 5 --json var/bench/synthetic.json

@@ -20,6 +20,33 @@ def shared_data_dir() -> Path:
     return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
 
 
+# Fixtures that load the real offline model (about 30 s on this machine, once per
+# session) or train: a test that uses one is slow, and `make test-fast` leaves it out.
+SLOW_FIXTURES = {
+    ("tests.conftest", "offline_encoder"),
+    ("tests.service.conftest", "encoder"),
+    ("tests.service.test_cli", "indexed"),  # mmsearch index with the offline model
+    ("tests.training.test_synthetic_bench", "short_run"),
+}
+
+
+def _uses_a_slow_fixture(item: pytest.Item) -> bool:
+    fixture_defs = getattr(item, "_fixtureinfo", None)
+    if fixture_defs is None:
+        return False
+    return any(
+        (defs[-1].func.__module__, name) in SLOW_FIXTURES
+        for name, defs in fixture_defs.name2fixturedefs.items()
+        if defs
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "slow" not in item.keywords and _uses_a_slow_fixture(item):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()

@@ -253,6 +253,7 @@ def test_tower_tuning_options_are_checked(tmp_path: Path, shared_data: Path) -> 
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_the_tuned_top_is_cached_for_the_next_training(
     tuned_bundle: Path, food16: Path, offline_cache_dir: Path, tmp_path: Path
 ) -> None:
