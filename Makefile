@@ -26,8 +26,8 @@ FOOD101_TRAIN = $(BIN)/mmsearch train --dataset food101 --data-dir $(FOOD101_DIR
   --seed $(FOOD101_SEED) --image-size 256
 FOOD101_BUNDLE ?= var/bundles/food101-s$(FOOD101_SEED)-ens-256
 
-.PHONY: install run index test lint format bench-synthetic clean bundle ship run-bundle eval \
-        bundle-food101
+.PHONY: install run index test test-fast lint format bench-synthetic clean bundle ship \
+        run-bundle eval bundle-food101
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -114,16 +114,21 @@ index: install
 	$(BIN)/mmsearch index "$(BOOTSTRAP)" --format $(BOOTSTRAP_FORMAT) --index-dir "$(INDEX_DIR)"
 
 lint: install
-	$(BIN)/ruff check models index service tests scripts
-	$(BIN)/ruff format --check models index service tests scripts
+	$(BIN)/ruff check models index service training tests scripts
+	$(BIN)/ruff format --check models index service training tests scripts
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff check --fix models index service tests
-	$(BIN)/ruff format models index service tests
+	$(BIN)/ruff check --fix models index service training tests scripts
+	$(BIN)/ruff format models index service training tests scripts
 
 test: install lint
 	MMSEARCH_SHARED_DATA="$(abspath $(DATA_DIR))" $(BIN)/pytest -q
+
+# The unit tests: no end-to-end processes, nothing marked slow (training runs, the real
+# offline model; tests/conftest.py marks the tests that load it). Under 2 min here.
+test-fast: install
+	MMSEARCH_SHARED_DATA="$(abspath $(DATA_DIR))" $(BIN)/pytest -q -m "not e2e and not slow"
 
 bench-synthetic: install
 	$(BIN)/mmsearch bench synthetic --seeds 5 --json var/bench/synthetic.json

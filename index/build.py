@@ -23,7 +23,7 @@ import os
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -47,15 +47,13 @@ from index.snapshot import CATALOG_FILE, INDEX_FILE, VECTORS_FILE
 from index.vector_index import VectorIndex
 from models.encoders.base import Encoder
 from models.images import DEFAULT_MAX_PIXELS, InvalidImageError, load_image
-from models.types import CatalogRecord
+from models.types import CatalogRecord, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
 SPOOL_FILE = "vectors.f32"
 MAX_TRAINING_VECTORS = 200_000
 _COPY_CHUNK_ROWS = 65_536
-
-ProgressCallback = Callable[[int, int | None], None]
 
 
 class BuildError(Exception):

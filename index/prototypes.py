@@ -14,7 +14,7 @@ Which rows feed a prototype: each member item contributes one support vector, th
 mean of its *image* rows when it has any, else of all its rows. Images are what a
 class "looks like" and what /tag compares an upload against; items without a photo
 (texts, recipes only) still count. K support items are drawn per class with a seed
-(:func:`models.prototypes.support_indices`; all members by default) and the
+(:func:`models.prototype_math.support_indices`; all members by default) and the
 prototype is their normalised mean.
 
 Zero-shot: a class with no members (named only in the extra zero-shot classes given
@@ -43,7 +43,7 @@ from index.catalog import Catalog
 from index.filters import FilterError, json_path
 from index.layout import CorruptSnapshotError, atomic_write_text
 from models.encoders.base import Encoder, l2_normalize
-from models.prototypes import check_text_weight, class_text, mix_with_text, support_indices
+from models.prototype_math import check_text_weight, class_text, mix_with_text, support_indices
 
 PROTOTYPES_FILE = "prototypes.npy"
 ROW_CLASSES_FILE = "row_classes.npy"

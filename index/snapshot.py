@@ -52,7 +52,7 @@ __all__ = [
     "DimensionMismatchError",
     "FingerprintMismatchError",
     "InvalidQueryError",
-    "Match",
+    "ItemMatch",
     "NoSnapshotError",
     "Snapshot",
     "SnapshotError",
@@ -75,7 +75,11 @@ class FingerprintMismatchError(SnapshotError, ValueError):
 
 
 class InvalidQueryError(ValueError):
-    """The query vector or search arguments cannot be searched with."""
+    """The query vector or search arguments cannot be searched with.
+
+    The one such error: the service raises it too, for a request that passed schema
+    validation but is still unusable (k, vector, kinds).
+    """
 
 
 class UnknownItemError(LookupError):
@@ -83,7 +87,7 @@ class UnknownItemError(LookupError):
 
 
 @dataclass(frozen=True)
-class Match:
+class ItemMatch:
     item_id: str
     score: float
     rank: int
@@ -199,7 +203,7 @@ class Snapshot:
         filters: Mapping[str, Any] | None = None,
         exclude_ids: Collection[str] = (),
         ranking: Ranking | None = None,
-    ) -> list[Match]:
+    ) -> list[ItemMatch]:
         """Best k items for one (dim,) query; ranks 1..k, best first.
 
         ``ranking`` defaults to item similarity (see :mod:`index.ranking`).
@@ -220,9 +224,9 @@ class Snapshot:
         items = self.catalog.get_items([h.item_id for h in hits])
         return [self._match(hit, rank, items[hit.item_id]) for rank, hit in enumerate(hits, 1)]
 
-    def _match(self, hit: _Hit, rank: int, item: Item) -> Match:
+    def _match(self, hit: _Hit, rank: int, item: Item) -> ItemMatch:
         hybrid = not np.isnan(hit.class_score)
-        return Match(
+        return ItemMatch(
             item_id=hit.item_id,
             score=hit.score,
             rank=rank,

@@ -29,9 +29,9 @@ from models.calibration import Calibration
 from models.encoders.base import l2_normalize
 from models.files import atomic_write, save_state_dict, sha256_of_file
 from models.joint import MODALITIES, JointConfig, JointModel, pad_recipes
-from models.tower_tuning import SPLIT_STAGES, VisionTop
 from models.towers import OfflineTowers, Towers, load_towers
 from models.types import Recipe
+from models.vision_top import SPLIT_STAGES, VisionTop
 
 BUNDLE_FORMAT = "mmsearch-bundle"
 BUNDLE_VERSION = 1
@@ -66,7 +66,7 @@ def save_bundle(
     """Write the bundle into ``out_dir`` (weights first, ``bundle.json`` last, each atomically).
 
     ``tuned_top`` is a fine-tuned top of the offline image tower
-    (:mod:`models.tower_tuning`); ``base_fingerprint`` stays the untuned base's.
+    (:mod:`training.tower_tuning`); ``base_fingerprint`` stays the untuned base's.
     ``image_tta`` is one of :data:`IMAGE_TTA`; ``image_size`` (offline base only) the
     side photos are embedded at, None for the tower's own.
     """

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.fusion import FusionConfig, ModalityFusion
-from models.losses import Metric, check_metric
+from models.types import Metric, check_metric
 
 MODALITIES = ("image", "text", "recipe")
 

@@ -13,7 +13,7 @@ A :class:`Towers` turns images into ``image_dim`` features and texts into
   text embeddings.
 
 Images can be fed as PIL images (evaluation transform) or as ready tensors
-(training augmentation, see :mod:`models.features`).
+(training augmentation, see :mod:`training.features`).
 """
 
 from __future__ import annotations
@@ -21,18 +21,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
+from models.encoders import imagenet
 from models.encoders.base import Encoder
-from models.registry import load_encoder
-from models.tower_tuning import SPLIT_STAGE, VisionTop, run_bottom, top_digest
-
-if TYPE_CHECKING:
-    from models.encoders.offline import OfflineEncoder
+from models.encoders.offline import OfflineEncoder
+from models.encoders.specs import load_base_encoder
+from models.vision_top import SPLIT_STAGE, VisionTop, run_bottom, top_digest
 
 
 class Towers(Protocol):
@@ -105,8 +104,6 @@ class OfflineTowers:
         encoder: OfflineEncoder | None = None,
         image_size: int | None = None,
     ) -> None:
-        from models.encoders.offline import OfflineEncoder
-
         self._encoder = encoder if encoder is not None else OfflineEncoder(device=device)
         # Inference input size; None = the network's own 224. Training (cached maps,
         # augmented views) always runs at 224: this only changes how photos are embedded.
@@ -138,7 +135,7 @@ class OfflineTowers:
     def original_top(self) -> VisionTop:
         """The untuned top at this towers' cut (built on first use: untuned towers run the
         whole network and never need it). It keeps producing the ImageNet logits ConSE
-        reads; a tuned top (see models.tower_tuning) only replaces the pooled features."""
+        reads; a tuned top (see training.tower_tuning) only replaces the pooled features."""
         return VisionTop(self._encoder.vision_network, self._stage).eval()
 
     def original_top_at(self, stage: int) -> VisionTop:
@@ -158,8 +155,6 @@ class OfflineTowers:
     @property
     def image_size(self) -> int:
         """The side of the square crop photos are embedded at."""
-        from models.encoders import imagenet
-
         return self._image_size if self._image_size is not None else imagenet.INPUT_SIZE
 
     def with_image_size(self, size: int) -> OfflineTowers:
@@ -219,8 +214,6 @@ class OfflineTowers:
         View 0 is the evaluation transform, then ``views - 1`` augmentations
         seeded as in :meth:`augmented_image_features`.
         """
-        from models.encoders import imagenet
-
         net = self._encoder.vision_network
         batches = [self._encoder.preprocess_images(images)]
         if views > 1:
@@ -247,8 +240,6 @@ class OfflineTowers:
     def augmented_image_features(
         self, images: Sequence[Image.Image], views: int, seed: int
     ) -> np.ndarray:
-        from models.encoders import imagenet
-
         transform = _augment_transform(imagenet.INPUT_SIZE, imagenet.MEAN, imagenet.STD)
         batch = _augmented_batches(images, views, seed, transform)
         step = self._encoder.image_batch_size
@@ -268,7 +259,7 @@ class EncoderTowers:
 
     def __init__(self, spec: str, *, device: str = "auto", encoder: Encoder | None = None) -> None:
         self._spec = spec
-        self._encoder = encoder if encoder is not None else load_encoder(spec, device=device)
+        self._encoder = encoder if encoder is not None else load_base_encoder(spec, device=device)
 
     @property
     def spec(self) -> str:

@@ -1,14 +1,28 @@
-"""Plain data types shared by encoders, dataset readers and the index."""
+"""Plain data types shared by encoders, dataset readers, the index and training."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-# (done, total): how long work reports how far it has got (progress bars, job status).
-ProgressCallback = Callable[[int, int], None]
+# progress(done, total): items processed so far, and the total when known. Long work
+# (index builds, re-index jobs, feature extraction, evaluation) reports through it.
+ProgressCallback = Callable[[int, int | None], None]
+
+# How two vectors are compared: cosine similarity, or negative squared Euclidean distance.
+Metric = Literal["cosine", "euclidean"]
+METRICS: tuple[Metric, ...] = ("cosine", "euclidean")
+
+
+def check_metric(metric: str) -> Metric:
+    """``metric`` as a :data:`Metric`; anything else is a ValueError."""
+    match metric:
+        case "cosine" | "euclidean":
+            return metric
+        case _:
+            raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
 
 
 @dataclass(frozen=True)

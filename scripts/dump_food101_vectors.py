@@ -19,7 +19,7 @@ from PIL import ImageOps
 from models.datasets import open_dataset, split_records
 from models.encoders.base import Encoder, l2_normalize
 from models.images import load_image
-from models.prototypes import class_text
+from models.prototype_math import class_text
 from models.registry import load_encoder
 from models.types import CatalogRecord
 

@@ -3,7 +3,7 @@
 Reads .npz files written by dump_food101_vectors.py for bundles of one split (same
 ``--seed``), scores each bundle alone and their ensemble (vectors side by side,
 scaled by 1/sqrt(m): models.ensemble.join_vectors) with the evaluation's own
-functions (models.prototypes), photo prototypes at K = 1, 5, 20, all and mixed with
+functions (training.prototype_eval), photo prototypes at K = 1, 5, 20, all and mixed with
 the class names at several weights. Prints JSON.
 
 Usage: python scripts/ensemble_food101.py var/vec/A.npz var/vec/B.npz [...]
@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from models.ensemble import join_vectors
-from models.prototypes import NameMix, class_prototypes, k_shot_accuracy
+from models.prototype_math import class_prototypes
+from training.prototype_eval import NameMix, k_shot_accuracy
 
 SHOTS = (1, 5, 20, None)
 NAME_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)

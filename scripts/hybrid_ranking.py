@@ -1,6 +1,6 @@
 """Item vs hybrid ranking on the validation split, with prototypes from the training split.
 
-``python -m index.ranking_eval`` indexes a folder and builds the prototypes
+``python -m training.ranking_eval`` indexes a folder and builds the prototypes
 from that same folder, so a query's own photo is one of its class's support
 vectors; with kfood's small cuisines (일식 has 20 recipes) that leaks the answer
 and inflates hybrid's figures. This script avoids it: it uses a bundle's joint
@@ -28,11 +28,11 @@ import numpy as np
 from models.bundle import load_bundle
 from models.datasets import open_dataset, split_records
 from models.encoders.offline import default_cache_dir
-from models.evaluate import ranks_of_positives, recall_summary
-from models.features import extract_features
 from models.joint import JointModel
 from models.towers import Towers
-from models.train import embed_feature_set
+from training.evaluate import ranks_of_positives, recall_summary
+from training.features import extract_features
+from training.train import embed_feature_set
 
 WEIGHTS = (0.0, 0.1, 0.3, 0.5)
 

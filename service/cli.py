@@ -225,52 +225,45 @@ def train(
 ) -> None:
     """Train heads, recipe encoder and fusion on frozen towers; write a bundle."""
     from models.encoders.offline import default_cache_dir
-    from models.losses import check_metric
-    from models.tower_tuning import TuneConfig
-    from models.train import TrainConfig
-    from models.train_bundle import BundleRequest
-    from service.commands.learning import pair_sources, run_training
+    from service.commands.learning import pair_sources, run_training, training_configs
 
     settings = load_settings()
     configure_logging(settings)
-    try:
-        check_metric(metric)
-    except ValueError as exc:
-        raise CommandInputError(f"--metric: {exc}") from exc
-    request = BundleRequest(
-        sources=pair_sources(dataset, data_dir or []),
-        out_dir=out,
-        base=base,
-        val_fraction=val_fraction,
-        views=views,
-        dim=dim,
-        # Tower features and maps are cached even when MMSEARCH_CACHE_DIR is unset: a
-        # second run (other joint options, the same photos) must not recompute them.
-        cache_dir=settings.cache_dir or default_cache_dir(),
-        device=device,
-        metric=metric,
-        tune_tower=TuneConfig(
-            epochs=tune_tower_epochs,
-            lr=tune_tower_lr,
-            seed=seed,
-            split_stage=tune_tower_from_stage,
-            mixup=tune_tower_mixup,
-        )
-        if tune_tower_epochs > 0
-        else None,
-        image_tta=image_tta,
-        image_size=image_size,
-    )
-    config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        triplet_weight=triplet_weight,
-        infonce_weight=infonce_weight,
-        margin=margin,
-        semantic_weight=semantic_weight,
-        fusion_weight=fusion_weight,
+    tune_tower = {
+        "epochs": tune_tower_epochs,
+        "lr": tune_tower_lr,
+        "seed": seed,
+        "split_stage": tune_tower_from_stage,
+        "mixup": tune_tower_mixup,
+    }
+    request, config = training_configs(
+        pair_sources(dataset, data_dir or []),
+        tune_tower if tune_tower_epochs > 0 else None,
+        {
+            "out_dir": out,
+            "base": base,
+            "val_fraction": val_fraction,
+            "views": views,
+            "dim": dim,
+            # Tower features and maps are cached even when MMSEARCH_CACHE_DIR is unset: a
+            # second run (other joint options, the same photos) must not recompute them.
+            "cache_dir": settings.cache_dir or default_cache_dir(),
+            "device": device,
+            "metric": metric,
+            "image_tta": image_tta,
+            "image_size": image_size,
+        },
+        {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "triplet_weight": triplet_weight,
+            "infonce_weight": infonce_weight,
+            "margin": margin,
+            "semantic_weight": semantic_weight,
+            "fusion_weight": fusion_weight,
+        },
     )
     with progress_bar("tower features") as report, epoch_bar(epochs) as on_epoch:
         result = run_training(request, config, report, on_epoch)
@@ -496,7 +489,7 @@ def search_table(result: SearchResult) -> str:
     return "\n".join(lines)
 
 
-# `mmsearch bench ...`: benchmarks (issue 3, item 7). One sub-app, one command per benchmark.
+# `mmsearch bench ...`: benchmarks. One sub-app, one command per benchmark.
 bench_app = typer.Typer(help="Benchmarks: mmsearch bench synthetic.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -524,23 +517,20 @@ def bench_synthetic(
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr")] = True,
 ) -> None:
     """The synthetic three-modality study: every subset, both metrics, K sweep, vs the study."""
-    from models.bench_synthetic import format_synthetic_table, run_synthetic_benchmark
+    from service.commands.learning import run_synthetic_bench
 
-    try:
-        result = run_synthetic_benchmark(
-            seeds,
-            ks=tuple(k) if k else (5, 20, 200, 2000),
-            metrics=tuple(metric) if metric else ("cosine", "euclidean"),
-            sample_budget=sample_budget,
-            additive_share=additive_share,
-            progress=progress,
-        )
-    except ValueError as exc:
-        raise CommandInputError(f"bench synthetic: {exc}") from exc
+    result, table = run_synthetic_bench(
+        seeds,
+        ks=k or (5, 20, 200, 2000),
+        metrics=metric or ("cosine", "euclidean"),
+        sample_budget=sample_budget,
+        additive_share=additive_share,
+        progress=progress,
+    )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    print(format_synthetic_table(result))
+    print(table)
 
 
 # Errors caused by what the user asked for: one line on stderr, no traceback.

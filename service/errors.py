@@ -23,10 +23,10 @@ from index.catalog import FilterError
 from index.prototypes import PrototypeOptionsError
 from index.snapshot import (
     DimensionMismatchError,
+    InvalidQueryError,
     SnapshotError,
     UnknownItemError,
 )
-from index.snapshot import InvalidQueryError as InvalidSearchError
 from models.images import ImageTooLargeError, InvalidImageError
 from service.jobs import JobQueueUnavailableError
 
@@ -61,10 +61,6 @@ class JobNotFoundError(ServiceError, LookupError):
         self.job_id = job_id
 
 
-class InvalidQueryError(ServiceError, ValueError):
-    """A request that passed schema validation but is still unusable (k, vector, kinds)."""
-
-
 class InvalidSourceError(ServiceError, ValueError):
     """A re-index source that does not exist or cannot be read."""
 
@@ -90,8 +86,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (UploadTooLargeError, 413),
     (ImageTooLargeError, 413),
     (InvalidImageError, 422),
-    (InvalidQueryError, 422),
-    (InvalidSearchError, 422),
+    (InvalidQueryError, 422),  # the index's, raised by the routes too (k, vector, kinds)
     (DimensionMismatchError, 422),
     (InvalidSourceError, 422),
     (FilterError, 422),

@@ -1,8 +1,8 @@
 """Re-index jobs: the JobQueue seam and its two backends.
 
-``create_job_queue`` picks Redis/RQ when ``MMSEARCH_REDIS_URL`` is set (jobs run in
-separate ``mmsearch worker`` processes) and an in-process background thread
-otherwise (the embedded default).
+:func:`service.tasks.create_job_queue` picks Redis/RQ when ``MMSEARCH_REDIS_URL`` is
+set (jobs run in separate ``mmsearch worker`` processes) and an in-process background
+thread otherwise (the embedded default).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from rq.job import JobStatus as RQStatus
 from rq.results import Result
 
 from index.prototypes import PrototypeOptions
+from models.types import ProgressCallback
 from service.events import REDIS_DOWN
 from service.settings import Settings
 
@@ -85,8 +86,6 @@ def short_error(exc: BaseException) -> str:
     return text if len(text) <= ERROR_MAX_CHARS else text[: ERROR_MAX_CHARS - 1] + "…"
 
 
-# progress(done, total): items processed so far, and the total when known.
-ProgressCallback = Callable[[int, "int | None"], None]
 Reindexer = Callable[[ReindexRequest, Settings, ProgressCallback], str]
 
 
@@ -305,13 +304,3 @@ def rq_failure_message(job: Job) -> str:
         return "the worker running this job died and no retries were left (AbandonedJobError)"
     lines = [line for line in exc_string.strip().splitlines() if line.strip()]
     return lines[-1][:ERROR_MAX_CHARS] if lines else f"job ended as {job.get_status(refresh=False)}"
-
-
-def create_job_queue(settings: Settings) -> JobQueue:
-    """RQ when ``settings.redis_url`` is set, else the in-process thread backend."""
-    if settings.redis_url:
-        return RQJobQueue(settings)
-    # Imported here, not at the top: tasks imports this module's types.
-    from service.tasks import run_reindex
-
-    return ThreadJobQueue(settings, run_reindex)

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from index.snapshot import Snapshot
 from models.calibration import ANY
 from models.encoders import l2_normalize
-from models.prototypes import class_text
+from models.prototype_math import class_text
 from service.embedding import Embedder
 from service.errors import InvalidQueryError
 from service.schemas import ComposeTerm, EmbedInput, QueryTerm, SearchQuery

@@ -16,8 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from index.catalog import compile_filters
 from index.prototypes import ClassMatch
 from index.ranking import Ranking
-from index.snapshot import Match as SnapshotMatch
-from index.snapshot import Snapshot
+from index.snapshot import ItemMatch, Snapshot
 from models.calibration import ANY, Calibration
 from models.encoders import l2_normalize
 from service.errors import InvalidQueryError, ItemNotFoundError
@@ -146,7 +145,7 @@ async def search(
     exclude_ids: tuple[str, ...] = (),
     confidence: ConfidenceScorer = ConfidenceScorer(None),
 ) -> list[Match]:
-    def run() -> list[SnapshotMatch]:
+    def run() -> list[ItemMatch]:
         filter_check.check(snapshot, params.filters)
         return snapshot.search(
             vector[0],
@@ -158,11 +157,12 @@ async def search(
         )
 
     found = await run_in_threadpool(run)
-    matches = [_match_out(match, confidence) for match in found]
+    matches = [match_out(match, confidence) for match in found]
     return [m for m in matches if confidence.keeps(m.confidence, params.min_confidence)]
 
 
-def _match_out(match: SnapshotMatch, confidence: ConfidenceScorer) -> Match:
+def match_out(match: ItemMatch, confidence: ConfidenceScorer) -> Match:
+    """The HTTP form of the index's item match: the one place the two meet."""
     # Curves were fitted on cosine similarities: hybrid scores are judged by their item term.
     similarity = match.item_score if match.item_score is not None else match.score
     return Match(

@@ -27,10 +27,11 @@ from index.snapshot import Snapshot
 from models.encoders import Encoder
 from models.registry import load_encoder
 from service.events import subscribe_snapshot_events
-from service.jobs import JobQueue, create_job_queue
+from service.jobs import JobQueue
 from service.metrics import Metrics
 from service.searching import FilterFieldCheck
 from service.settings import Settings
+from service.tasks import create_job_queue
 
 logger = logging.getLogger(__name__)
 

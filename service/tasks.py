@@ -1,5 +1,6 @@
 """The re-index task, shared by the thread backend, the RQ worker and the CLI.
 
+``create_job_queue`` hands it to the queue backend the settings pick;
 ``build_and_publish`` does the work; ``reindex_job`` is the RQ entry point. It
 takes only plain serialisable arguments: the request fields and the enqueuing
 API's settings as JSON (secrets left out). So every worker builds what the API
@@ -27,8 +28,16 @@ from index.prototypes import PrototypeOptions
 from models.datasets import open_dataset
 from models.encoders import Encoder
 from models.registry import load_encoder
+from models.types import ProgressCallback
 from service.events import REDIS_DOWN, publish_snapshot_event
-from service.jobs import REINDEX_BATCH_SIZE, ProgressCallback, ReindexRequest, short_error
+from service.jobs import (
+    REINDEX_BATCH_SIZE,
+    JobQueue,
+    ReindexRequest,
+    RQJobQueue,
+    ThreadJobQueue,
+    short_error,
+)
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -44,6 +53,13 @@ def _load_encoder_once(spec: str, device: str, cache_dir: Path | None) -> Encode
 def encoder_for(settings: Settings) -> Encoder:
     """The encoder the settings name, loaded once per process (workers preload it)."""
     return _load_encoder_once(settings.model, settings.device, settings.cache_dir)
+
+
+def create_job_queue(settings: Settings) -> JobQueue:
+    """RQ when ``settings.redis_url`` is set, else the in-process thread backend."""
+    if settings.redis_url:
+        return RQJobQueue(settings)
+    return ThreadJobQueue(settings, run_reindex)
 
 
 def run_reindex(

@@ -1,5 +1,6 @@
-"""Training, evaluation and benchmarks: the bench, apart from what serves.
+"""Training, evaluation and benchmarks: everything that measures or makes a model.
 
-Depends on ``models`` (and ``index``); nothing under ``models``, ``index`` or
-``service`` imports it, except the CLI commands that run it, lazily.
+This package depends on ``models`` (and on ``index`` for the ranking evaluation);
+nothing that serves imports it. The ``mmsearch train / eval / bench`` commands load
+it when they run, so ``mmsearch serve`` never does.
 """

@@ -33,7 +33,7 @@ import numpy as np
 from models.calibration import ANY, Calibration, Curve, direction
 from models.encoders.base import Encoder
 from models.images import InvalidImageError, load_image
-from models.prototypes import class_text
+from models.prototype_math import class_text
 from models.types import CatalogRecord
 
 TOP = 10  # candidates per query that calibration sees: what a user is shown

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.device import resolve_device
 from models.encoders import imagenet
 from models.encoders.base import cut_for_tokens, l2_normalize
 from models.files import atomic_write
@@ -111,8 +112,6 @@ class OfflineEncoder:
         image_batch_size: int = DEFAULT_IMAGE_BATCH,
         precision: str | None = None,
     ) -> None:
-        from models.registry import resolve_device
-
         if not 1 <= top_t <= imagenet.NUM_CLASSES:
             raise ValueError(f"top_t must be in 1..{imagenet.NUM_CLASSES}, got {top_t}")
         if max_recipe_tokens < 8 or max_text_tokens < 8:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.device import resolve_device
 from models.encoders.base import cut_for_tokens, l2_normalize
 from models.images import crop_to_aspect_ratio
 from models.types import Recipe
@@ -96,8 +97,6 @@ class OpenClipEncoder:
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         import open_clip
-
-        from models.registry import resolve_device
 
         register_configs()
         if not arch:

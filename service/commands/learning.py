@@ -1,32 +1,53 @@
-"""``mmsearch train`` and ``mmsearch eval``: thin wrappers over ``models``."""
+"""``mmsearch train``, ``eval``, ``ensemble`` and ``bench``: thin wrappers over ``training``.
+
+The ``training`` package is imported inside the functions below, and only there:
+it is the one place the service reaches into training, evaluation and benchmarks,
+and only when one of these commands runs, so ``mmsearch serve`` never imports it.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from models.bundle import check_image_size, check_image_tta
 from models.datasets import open_dataset, split_records
 from models.encoders.base import Encoder
 from models.registry import load_encoder
-from models.tower_tuning import SPLIT_STAGES
-from models.train import EpochCallback, TrainConfig, TrainResult
-from models.train_bundle import TRAIN_DATASETS, BundleRequest, Source, train_bundle
+from models.types import ProgressCallback
 from service.commands import CommandFailedError, CommandInputError
+
+if TYPE_CHECKING:
+    from training.errors import ConfigError
+    from training.train import EpochCallback, TrainConfig, TrainResult
+    from training.train_bundle import BundleRequest, Source
 
 log = logging.getLogger(__name__)
 
 EVAL_DATASETS = ("kfood", "flickr", "food101")
 
+# How the CLI names the fields of the training configurations, where it does not
+# simply spell them as flags (batch_size -> --batch-size).
+REQUEST_FLAGS = {"sources": "--dataset", "out_dir": "--out", "tune_tower": "--tune-tower-epochs"}
+TUNE_FLAGS = {"split_stage": "--tune-tower-from-stage"}
 
-# Datasets whose records carry a class label the tower's top can be tuned on.
-LABELLED_DATASETS = ("kfood", "food101")
+
+def _flag(field: str, renamed: dict[str, str], prefix: str = "--") -> str:
+    return renamed.get(field, prefix + field.replace("_", "-"))
+
+
+def _input_error(
+    exc: ConfigError, renamed: dict[str, str], prefix: str = "--"
+) -> CommandInputError:
+    """The configuration's own message, with its fields named as the CLI's flags."""
+    return CommandInputError(exc.render(lambda field: _flag(field, renamed, prefix)))
 
 
 def pair_sources(datasets: list[str], data_dirs: list[Path]) -> tuple[Source, ...]:
     """``--dataset`` / ``--data-dir`` pairs in order (``synthetic`` needs no dir)."""
+    from training.train_bundle import TRAIN_DATASETS, Source  # see the module docstring
+
     sources: list[Source] = []
     dirs = list(data_dirs)
     for name in datasets:
@@ -50,45 +71,75 @@ def pair_sources(datasets: list[str], data_dirs: list[Path]) -> tuple[Source, ..
     return tuple(sources)
 
 
+def training_configs(
+    sources: tuple[Source, ...],
+    tune_tower: dict[str, Any] | None,
+    request: dict[str, Any],
+    config: dict[str, Any],
+) -> tuple[BundleRequest, TrainConfig]:
+    """The bundle request and training config the options make; invalid ones are bad input.
+
+    ``tune_tower``, ``request`` and ``config`` are the fields of
+    :class:`~training.tower_tuning.TuneConfig` (None: no tuning),
+    :class:`~training.train_bundle.BundleRequest` and :class:`~training.train.TrainConfig`.
+    """
+    from training.errors import ConfigError  # see the module docstring
+    from training.tower_tuning import TuneConfig
+    from training.train import TrainConfig
+    from training.train_bundle import BundleRequest
+
+    try:
+        tune = TuneConfig(**tune_tower) if tune_tower is not None else None
+    except ConfigError as exc:
+        raise _input_error(exc, TUNE_FLAGS, prefix="--tune-tower-") from exc
+    try:
+        bundle_request = BundleRequest(sources=sources, tune_tower=tune, **request)
+    except ConfigError as exc:
+        raise _input_error(exc, REQUEST_FLAGS) from exc
+    try:
+        return bundle_request, TrainConfig(**config)
+    except ConfigError as exc:
+        raise _input_error(exc, {}) from exc
+
+
 def run_training(
     request: BundleRequest,
     config: TrainConfig,
-    progress: Callable[[int, int | None], None] | None,
+    progress: ProgressCallback | None,
     on_epoch: EpochCallback | None,
 ) -> TrainResult:
-    if not 0.0 <= request.val_fraction < 1.0:
-        raise CommandInputError("--val-fraction must be in [0, 1)")
-    if config.epochs < 1 or config.batch_size < 2:
-        raise CommandInputError("--epochs must be at least 1 and --batch-size at least 2")
-    if config.infonce_weight < 0 or config.triplet_weight < 0 or config.semantic_weight < 0:
-        raise CommandInputError("loss weights cannot be negative")
-    if config.infonce_weight == 0 and config.triplet_weight == 0:
-        raise CommandInputError("--infonce-weight and --triplet-weight cannot both be 0")
-    for flag, check, value in (
-        ("--image-tta", check_image_tta, request.image_tta),
-        ("--image-size", check_image_size, request.image_size),
-    ):
-        try:
-            check(value)  # the checks bundle.json gets, so the two cannot drift apart
-        except ValueError as exc:
-            raise CommandInputError(f"{flag}: {exc}") from exc
-    if request.image_size is not None and request.base != "offline":
-        raise CommandInputError("--image-size works with --base offline only")
-    if request.tune_tower is not None and request.base != "offline":
-        raise CommandInputError("--tune-tower-epochs works with --base offline only")
-    if request.tune_tower is not None and request.tune_tower.lr <= 0:
-        raise CommandInputError("--tune-tower-lr must be positive")
-    if request.tune_tower is not None and request.tune_tower.mixup < 0:
-        raise CommandInputError("--tune-tower-mixup cannot be negative")
-    if request.tune_tower is not None and request.tune_tower.split_stage not in SPLIT_STAGES:
-        raise CommandInputError(f"--tune-tower-from-stage must be one of {SPLIT_STAGES}")
-    if request.tune_tower is not None and not any(
-        s.dataset in LABELLED_DATASETS for s in request.sources
-    ):
-        raise CommandInputError(
-            "--tune-tower-epochs needs a labelled dataset (kfood or food101) among --dataset"
-        )
+    from training.train_bundle import train_bundle  # see the module docstring
+
     return train_bundle(request, config, progress=progress, on_epoch=on_epoch)
+
+
+def run_synthetic_bench(
+    seeds: int,
+    *,
+    ks: Sequence[int],
+    metrics: Sequence[str],
+    sample_budget: int | None,
+    additive_share: float | None,
+    progress: bool,
+) -> tuple[dict[str, Any], str]:
+    """``mmsearch bench synthetic``: the figures and their table."""
+    from training.bench_synthetic import (  # see the module docstring
+        format_synthetic_table,
+        run_synthetic_benchmark,
+    )
+
+    try:
+        result = run_synthetic_benchmark(
+            seeds,
+            ks=tuple(ks),
+            metrics=tuple(metrics),
+            sample_budget=sample_budget,
+            additive_share=additive_share,
+            progress=progress,
+        )
+    except ValueError as exc:
+        raise CommandInputError(f"bench synthetic: {exc}") from exc
+    return result, format_synthetic_table(result)
 
 
 def run_ensemble(members: list[Path], out: Path, device: str) -> Path:
@@ -129,9 +180,9 @@ def run_evaluation(
     val_fraction: float,
     seed: int,
     text_weight: float = 0.0,
-    progress: Callable[[int, int], None] | None,
+    progress: ProgressCallback | None,
 ) -> dict[str, Any]:
-    from models.evaluate import evaluate_records
+    from training.evaluate import evaluate_records  # see the module docstring
 
     if dataset not in EVAL_DATASETS:
         raise CommandInputError(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index.snapshot import Match, load_current
+from index.snapshot import ItemMatch, load_current
 from models.encoders import Encoder
 from models.images import load_image
 from service.commands import CommandInputError, load_encoder_for
@@ -16,7 +16,7 @@ from service.settings import Settings
 
 @dataclass(frozen=True)
 class SearchResult:
-    matches: list[Match]
+    matches: list[ItemMatch]
     index_version: str
 
 

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from index.build import build_snapshot
 from index.live import LiveSnapshot
 from tests.index.sample_records import make_records
 from tests.index.tiny_encoder import TinyEncoder
+from tests.polling import poll
 
 
 def wait_for(condition, timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
+    return poll(condition, bool, timeout_s=timeout_s, interval_s=0.02)
 
 
 def test_empty_directory_has_no_snapshot(tmp_path):

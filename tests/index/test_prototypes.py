@@ -22,7 +22,7 @@ from index.prototypes import (
 from index.snapshot import Snapshot, load_current
 from models.encoders.base import l2_normalize
 from models.images import load_image
-from models.prototypes import class_prototypes
+from models.prototype_math import class_prototypes
 from models.types import CatalogRecord
 from tests.index.sample_records import DISHES, make_records
 from tests.index.tiny_encoder import TinyEncoder

@@ -14,8 +14,10 @@ from models.encoders.base import fuse_modalities
 from models.ensemble import EnsembleEncoder, is_ensemble, load_ensemble, save_ensemble
 from models.registry import load_encoder
 from service.cli import main
-from tests.bundles import save_tiny_base, train_args
-from tests.models.test_training import sample_inputs
+from tests.bundles import sample_inputs, save_tiny_base, train_args
+
+# The members are trained bundles.
+pytestmark = pytest.mark.slow
 
 DIM = 32
 

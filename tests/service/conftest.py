@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+import service.tasks
+import service.worker
 from index.build import build_snapshot
 from index.prototypes import PrototypeOptions
 from models.datasets import open_dataset
@@ -62,6 +64,15 @@ TINY_ZERO_SHOT = {"tteokbokki": "spicy rice cakes"}
 @pytest.fixture(scope="session")
 def tiny_encoder() -> TinyEncoder:
     return TinyEncoder(dim=32, seed=0)
+
+
+@pytest.fixture()
+def tiny_job_encoder(monkeypatch: pytest.MonkeyPatch, tiny_encoder: TinyEncoder) -> TinyEncoder:
+    """Re-index jobs (thread backend, in-process RQ worker) encode with the tiny encoder:
+    the job tests check the queue, not the model, and need not load it."""
+    for module in (service.tasks, service.worker):
+        monkeypatch.setattr(module, "encoder_for", lambda _settings: tiny_encoder)
+    return tiny_encoder
 
 
 @pytest.fixture(scope="session")

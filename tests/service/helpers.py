@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import struct
-import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from PIL import Image
 from pydantic import SecretStr
 
 from service.settings import Settings
+from tests.polling import poll
 
 ADMIN_TOKEN = "test-admin-token"
 DEADLINE_S = 30.0
@@ -24,12 +24,7 @@ DEADLINE_S = 30.0
 
 def wait_for(client: Any, path: str, done: Callable[[Any], bool]) -> Any:
     """GET ``path`` until ``done(response)`` or the deadline; returns the last response."""
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        response = client.get(path)
-        if done(response) or time.monotonic() > deadline:
-            return response
-        time.sleep(0.05)
+    return poll(lambda: client.get(path), done, timeout_s=DEADLINE_S)
 
 
 def make_settings(index_dir: Path, **overrides: Any) -> Settings:

@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from service.jobs import JobQueue, JobState, JobStatus
 from service.settings import Settings
+from tests.polling import poll
 
 FINISHED = (JobState.SUCCEEDED, JobState.FAILED)
 
@@ -26,13 +26,14 @@ def wait_for_status(
     what: str = "the expected job state",
 ) -> JobStatus:
     """Poll ``queue.status(job_id)`` until ``until`` holds; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    status = queue.status(job_id)
-    while time.monotonic() < deadline:
-        status = queue.status(job_id)
-        if status is not None and until(status):
-            return status
-        time.sleep(0.1)
+    status = poll(
+        lambda: queue.status(job_id),
+        lambda s: s is not None and until(s),
+        timeout_s=timeout_s,
+        interval_s=0.1,
+    )
+    if status is not None and until(status):
+        return status
     raise AssertionError(f"job {job_id}: no {what} within {timeout_s:.0f}s; last status {status}")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from models.encoders import Encoder
 from service.app import create_app
-from tests.service.helpers import ADMIN_TOKEN, make_settings
+from tests.polling import poll
+from tests.service.helpers import ADMIN_TOKEN, make_settings, wait_for
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 DEADLINE_S = 60.0
@@ -93,13 +93,14 @@ def test_unknown_job_is_404(admin_client: TestClient) -> None:
 
 
 def _wait_for_job(client: TestClient, location: str) -> dict[str, Any]:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        job = client.get(location, headers=AUTH).json()
+    def finished(job: dict[str, Any]) -> bool:
         assert 0.0 <= job["progress"] <= 1.0
-        if job["state"] in ("succeeded", "failed") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.1)
+        return job["state"] in ("succeeded", "failed")
+
+    job: dict[str, Any] = poll(
+        lambda: client.get(location, headers=AUTH).json(), finished, timeout_s=DEADLINE_S
+    )
+    return job
 
 
 def test_reindex_job_succeeds_and_the_new_snapshot_goes_live(
@@ -118,10 +119,7 @@ def test_reindex_job_succeeds_and_the_new_snapshot_goes_live(
     assert job["state"] == "succeeded", job
     assert job["progress"] == 1.0
     assert job["error"] is None
-    deadline = time.monotonic() + DEADLINE_S
-    while admin_client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    ready = admin_client.get("/readyz")
+    ready = wait_for(admin_client, "/readyz", lambda response: response.status_code == 200)
     assert ready.status_code == 200
     assert ready.json()["index_version"] == job["index_version"]
     assert ready.json()["items"] == 12

@@ -16,6 +16,9 @@ from service.cli import main
 from tests.bundles import save_tiny_base, train_args
 from tests.service.helpers import b64, make_settings, wait_for
 
+# The app serves bundles trained for these tests.
+pytestmark = pytest.mark.slow
+
 RECIPE = {"title": "김치찌개", "ingredients": ["김치", "돼지고기"], "instructions": ["끓인다."]}
 
 

@@ -4,7 +4,6 @@ and prototype options through a real re-index job."""
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from service.app import create_app
 from service.jobs import ReindexRequest, RQJobQueue
 from tests.index.sample_records import make_records
 from tests.index.tiny_encoder import TinyEncoder
+from tests.polling import poll
 from tests.service.conftest import TINY_ZERO_SHOT
 from tests.service.helpers import ADMIN_TOKEN, make_settings
 
@@ -124,13 +124,12 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def _wait_for_job(client: TestClient, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        job = client.get(f"/admin/jobs/{job_id}", headers=AUTH).json()
-        if job["state"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish")
+    job: dict[str, Any] = poll(
+        lambda: client.get(f"/admin/jobs/{job_id}", headers=AUTH).json(),
+        lambda job: job["state"] in ("succeeded", "failed"),
+        timeout_s=60,
+    )
+    return job
 
 
 def _write_jsonl(root: Path, records: list[CatalogRecord]) -> Path:
@@ -157,11 +156,12 @@ def test_reindex_rebuilds_prototypes_with_the_requested_options(
         before = client.get("/classes").json()
         accepted = client.post("/admin/reindex", json=body, headers=AUTH)
         job = _wait_for_job(client, accepted.json()["job_id"])
-        deadline = time.monotonic() + 10
-        while client.get("/classes").json()["index_version"] != job["index_version"]:
-            assert time.monotonic() < deadline, "the new snapshot did not go live"
-            time.sleep(0.1)
-        after = client.get("/classes").json()
+        after = poll(
+            lambda: client.get("/classes").json(),
+            lambda classes: classes["index_version"] == job["index_version"],
+            timeout_s=10,
+        )
+        assert after["index_version"] == job["index_version"], "the new snapshot did not go live"
 
     assert job["state"] == "succeeded", job
     assert {c["name"] for c in before["classes"]} == {r.label for r in make_records(tmp_path, 9)}

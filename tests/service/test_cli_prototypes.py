@@ -13,6 +13,7 @@ from index.snapshot import load_current
 from service.cli import main
 
 
+@pytest.mark.slow
 def test_index_builds_prototypes_from_a_metadata_field(
     kfood_sample: Path, tmp_path: Path, kfood_records: list[dict]
 ) -> None:

@@ -8,22 +8,19 @@ from pathlib import Path
 import pytest
 
 from index.layout import read_current
-from service.jobs import (
-    JobState,
-    ProgressCallback,
-    ReindexRequest,
-    ThreadJobQueue,
-    create_job_queue,
-)
+from models.encoders import Encoder
+from models.types import ProgressCallback
+from service.jobs import JobState, ReindexRequest, ThreadJobQueue
 from service.settings import Settings
+from service.tasks import create_job_queue
 from tests.service.helpers import make_settings
 from tests.service.jobs_support import wait_for_status, wait_until_finished
 
-BUILD_TIMEOUT_S = 300  # 12 recipes on a shared 2-core CPU, model load included
+BUILD_TIMEOUT_S = 60  # 12 recipes with the tiny encoder, on a busy 2-core CPU
 
 
 @pytest.fixture()
-def thread_queue(tmp_path: Path) -> Iterator[ThreadJobQueue]:
+def thread_queue(tmp_path: Path, tiny_job_encoder: Encoder) -> Iterator[ThreadJobQueue]:
     queue = create_job_queue(make_settings(tmp_path / "index"))
     assert isinstance(queue, ThreadJobQueue)
     yield queue

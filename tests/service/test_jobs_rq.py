@@ -15,15 +15,17 @@ from rq.job import JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
 
 from index.layout import read_current
+from models.encoders import Encoder
 from service.events import subscribe_snapshot_events
-from service.jobs import JobState, ReindexRequest, RQJobQueue, create_job_queue
+from service.jobs import JobState, ReindexRequest, RQJobQueue
 from service.settings import Settings
+from service.tasks import create_job_queue
 from service.worker import run_worker
 from tests.service.helpers import make_settings
 
 
 @pytest.fixture()
-def rq_settings(clean_redis: str, tmp_path: Path) -> Settings:
+def rq_settings(clean_redis: str, tmp_path: Path, tiny_job_encoder: Encoder) -> Settings:
     # A queue of its own, so a stray worker from another test never takes these jobs.
     return make_settings(
         tmp_path / "index", redis_url=clean_redis, queue_name=f"test-{uuid.uuid4().hex[:8]}"

@@ -14,7 +14,7 @@ of members or more per class its pull is small.
 
 Usage (the trained models decide which mode becomes the default)::
 
-    python -m index.ranking_eval --model MODEL --format kfood --data-dir DIR \\
+    python -m training.ranking_eval --model MODEL --format kfood --data-dir DIR \\
         [--class-weight 0.3 --class-weight 0.5] [--max-queries 500] [--json OUT]
 """
 
@@ -34,7 +34,9 @@ from index.build import build_snapshot
 from index.prototypes import PrototypeOptions
 from index.ranking import Ranking
 from index.snapshot import Snapshot, load_current
+from models.datasets import open_dataset, split_records
 from models.encoders.base import Encoder
+from models.registry import load_encoder
 from models.types import CatalogRecord
 
 DEFAULT_KS = (1, 5, 10)
@@ -127,7 +129,7 @@ def compare_rankings(
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m index.ranking_eval", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training.ranking_eval", description=__doc__)
     parser.add_argument("--model", default="offline", help="encoder spec (see models.registry)")
     parser.add_argument("--format", required=True, help="dataset format: kfood, food101, ...")
     parser.add_argument("--data-dir", required=True, type=Path)
@@ -148,9 +150,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from models.datasets import open_dataset, split_records
-    from models.registry import load_encoder
-
     args = _parse(argv)
     encoder = load_encoder(args.model, device=args.device)
     records: Iterable[CatalogRecord] = open_dataset(args.data_dir, args.format)

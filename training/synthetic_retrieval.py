@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.features import FeatureSet, Ragged
+from training.features import FeatureSet, Ragged
 
 LATENT = 16
 

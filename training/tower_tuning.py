@@ -15,6 +15,7 @@ statistics frozen (small batches of one domain would drift them). Its pooled
 output replaces the frozen pooled features; the ConSE half of the image feature
 still comes from the *original* top, so it stays a calibrated ImageNet reading.
 
+The cut itself and the top as inference runs it live in :mod:`models.vision_top`.
 A tuned top travels inside the bundle (``tower.safetensors``) and
 :class:`~models.towers.OfflineTowers` applies it; its hash is part of the
 towers' fingerprint.
@@ -23,7 +24,6 @@ towers' fingerprint.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,52 +39,12 @@ from torch import nn
 from models.files import atomic_write
 from models.images import load_record_images
 from models.types import CatalogRecord, ProgressCallback
+from models.vision_top import SPLIT_STAGE, SPLIT_STAGES, VisionTop
+from training.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SPLIT_STAGE = 5  # default cut: the bottom is stem + blocks[:5]; the top is blocks[5:] + head
-SPLIT_STAGES = (4, 5, 6)  # where a cut may go (EfficientNet-Lite0 has blocks[0..6])
 MAPS_VERSION = 1
-
-
-def check_split_stage(stage: int) -> int:
-    if stage not in SPLIT_STAGES:
-        raise ValueError(f"the tower can be cut before stage {SPLIT_STAGES}, not {stage}")
-    return stage
-
-
-def run_bottom(net: Any, batch: torch.Tensor, stage: int = SPLIT_STAGE) -> torch.Tensor:
-    """Stem and the first ``stage`` stages: (n, 3, 224, 224) -> e.g. (n, 112, 14, 14) at 5."""
-    x = net.bn1(net.conv_stem(batch))
-    for block in net.blocks[:stage]:
-        x = block(x)
-    return x
-
-
-class VisionTop(nn.Module):
-    """The stages after the cut, the head conv and its batch norm, mean-pooled (n, 1280)."""
-
-    def __init__(self, net: Any, stage: int = SPLIT_STAGE) -> None:
-        super().__init__()
-        self.split_stage = check_split_stage(stage)
-        self.blocks = copy.deepcopy(net.blocks[stage:])
-        self.conv_head = copy.deepcopy(net.conv_head)
-        self.bn2 = copy.deepcopy(net.bn2)
-
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        x = maps
-        for block in self.blocks:
-            x = block(x)
-        return self.bn2(self.conv_head(x)).mean(dim=(2, 3))
-
-
-def top_digest(top: VisionTop) -> str:
-    """A short hash of the top's weights (part of the tuned towers' fingerprint)."""
-    digest = hashlib.sha256()
-    for key, value in sorted(top.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- map cache
@@ -113,7 +73,7 @@ class TowerMaps:
 def _maps_path(
     cache_dir: Path, fingerprint: str, records_key: str, views: int, seed: int, stage: int
 ) -> Path:
-    # The seed picks the augmented views (see models.features.cache_path).
+    # The seed picks the augmented views (see training.features.cache_path).
     name = f"{fingerprint}-{records_key}-v{views}-seed{seed}-s{stage}-m{MAPS_VERSION}.npz"
     return cache_dir / "maps" / name
 
@@ -185,6 +145,20 @@ class TuneConfig:
     # the residual blocks of the top (probability of dropping a block's branch).
     mixup: float = 0.0
     drop_path: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("{epochs} and {batch_size} must be at least 1")
+        if self.lr <= 0:
+            raise ConfigError("{lr} must be positive")
+        if self.head_lr <= 0:
+            raise ConfigError("{head_lr} must be positive")
+        if self.mixup < 0:
+            raise ConfigError("{mixup} cannot be negative")
+        if self.split_stage not in SPLIT_STAGES:
+            raise ConfigError(f"{{split_stage}} must be one of {SPLIT_STAGES}")
+        if not 0.0 <= self.drop_path < 1.0 or not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError("{drop_path} and {label_smoothing} must be in [0, 1)")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

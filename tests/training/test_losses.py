@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models.losses import (
+from training.losses import (
     LearnableTemperature,
     SemanticRegularizer,
     info_nce,

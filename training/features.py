@@ -233,7 +233,7 @@ def extract_features(
     """Features of ``records`` (cached under ``cache_dir`` when given).
 
     ``images`` returns (features (n, views, image_dim), has_image (n,))
-    computed elsewhere (from cached tower maps, see :mod:`models.tower_tuning`)
+    computed elsewhere (from cached tower maps, see :mod:`training.tower_tuning`)
     in place of the towers' image passes; it is called only on a cache miss.
     """
     if views < 1:

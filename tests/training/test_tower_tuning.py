@@ -1,4 +1,4 @@
-"""Fine-tuning the offline image tower's top on cached bottom maps (models.tower_tuning)."""
+"""Fine-tuning the offline image tower's top on cached bottom maps (training.tower_tuning)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from models.bundle import TOWER_FILE, BundleError, load_bundle
 from models.encoders import imagenet
 from models.encoders.offline import OfflineEncoder
 from models.images import load_image
-from models.tower_tuning import SPLIT_STAGES, TuneConfig, VisionTop, run_bottom, tune_top
 from models.towers import OfflineTowers
+from models.vision_top import SPLIT_STAGES, VisionTop, run_bottom
 from service.cli import main
+from training.tower_tuning import TuneConfig, tune_top
 
 
 @pytest.fixture(scope="module")
@@ -252,6 +253,7 @@ def test_tower_tuning_options_are_checked(tmp_path: Path, shared_data: Path) -> 
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_the_tuned_top_is_cached_for_the_next_training(
     tuned_bundle: Path, food16: Path, offline_cache_dir: Path, tmp_path: Path
 ) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 from models.encoders.base import Encoder
 from models.images import InvalidImageError, load_image
 from models.types import CatalogRecord, ProgressCallback
+from training.prototype_eval import evaluate_prototype_records, prototype_top1
 
 KS = (1, 5, 10)
 
@@ -105,8 +106,6 @@ def evaluate_kfood(
     }
     labels = [r.label for r in kept]
     if all(label is not None for label in labels) and len(set(labels)) > 1:
-        from models.prototypes import prototype_top1
-
         result["cuisine_prototype_top1"] = prototype_top1(image_vecs, [str(x) for x in labels])
     return result
 
@@ -158,8 +157,6 @@ def evaluate_records(
         case "flickr":
             return evaluate_flickr(encoder, records, progress)
         case "food101":
-            from models.prototypes import evaluate_prototype_records
-
             return evaluate_prototype_records(
                 encoder, records, support, text_weight=text_weight, progress=progress
             )

@@ -1,15 +1,9 @@
-"""Prototypical-network math (Snell et al., 2017): class prototypes and nearest-prototype
-classification, few-shot and zero-shot.
+"""Evaluating class prototypes (Snell et al., 2017): nearest-prototype classification,
+few-shot and zero-shot, on labelled vectors or a food101-format folder.
 
-A class's prototype is the L2-normalised mean of K support vectors drawn with a
-seed (all members when K is None). A zero-shot prototype is the embedded class
-name: ``"apple_pie"`` becomes the text ``"apple pie"`` (plus an optional
-description). Vectors are rows of the joint space, so cosine = inner product.
-
-The support draw is a seeded permutation per class (seeded by the seed and the
-class name, not by the class's position), so adding a class never changes
-another class's draw, and the index's prototype tables draw the same members as
-:func:`class_prototypes` does.
+The prototypes themselves (the seeded support draw, the mean, the class-name text)
+come from :mod:`models.prototype_math`, the same functions the index's prototype
+tables use, so what is measured here is what the service serves.
 
 No FastAPI, Redis or index here: :func:`evaluate_prototypes` only needs an
 :class:`~models.encoders.base.Encoder` and a food101-format folder
@@ -20,7 +14,6 @@ No FastAPI, Redis or index here: :func:`evaluate_prototypes` only needs an
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,70 +23,13 @@ import numpy as np
 from models.datasets import Food101Dataset
 from models.encoders.base import Encoder, l2_normalize
 from models.images import InvalidImageError, load_image
+from models.prototype_math import check_text_weight, class_text, mix_with_text, support_order
 from models.types import CatalogRecord, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SHOTS = (1, 5, 20)
 TOP_KS = (1, 5)
-
-
-# --------------------------------------------------------------------------- prototypes
-
-
-def class_text(name: str, description: str | None = None) -> str:
-    """What a class name says as text: ``"apple_pie"`` -> ``"apple pie"``."""
-    text = " ".join(name.replace("_", " ").split())
-    if description and description.strip():
-        text = f"{text}: {description.strip()}"
-    return text
-
-
-def support_order(n_members: int, seed: int, class_name: str) -> np.ndarray:
-    """The seeded order in which a class's members are drawn; support = the first K."""
-    rng = np.random.default_rng([seed, zlib.crc32(class_name.encode("utf-8"))])
-    return rng.permutation(n_members)
-
-
-def support_indices(n_members: int, k: int | None, seed: int, class_name: str) -> np.ndarray:
-    """Sorted member positions of a class's K-shot support (all of them when K is None)."""
-    if k is not None and k < 1:
-        raise ValueError(f"the number of support vectors K must be positive, got {k}")
-    if k is None or k >= n_members:
-        return np.arange(n_members)
-    return np.sort(support_order(n_members, seed, class_name)[:k])
-
-
-def class_prototypes(
-    vectors: np.ndarray, labels: Sequence[str], k: int | None = None, seed: int = 0
-) -> tuple[list[str], np.ndarray]:
-    """(sorted class names, (C, dim) prototypes): normalised mean of each class's K support.
-
-    ``labels[i]`` is the class of ``vectors[i]``; K None (default) means all members.
-    """
-    matrix = np.asarray(vectors, dtype=np.float32)
-    if matrix.ndim != 2 or matrix.shape[0] != len(labels):
-        raise ValueError(f"expected one label per vector row, got {len(labels)} for {matrix.shape}")
-    label_array = np.asarray(labels, dtype=object)
-    classes = sorted(set(label_array.tolist()))
-    prototypes = np.zeros((len(classes), matrix.shape[1]), dtype=np.float32)
-    for c, name in enumerate(classes):
-        members = np.flatnonzero(label_array == name)
-        support = members[support_indices(members.size, k, seed, name)]
-        prototypes[c] = matrix[support].mean(axis=0)
-    return classes, l2_normalize(prototypes)
-
-
-def check_text_weight(text_weight: float) -> float:
-    if not 0.0 <= text_weight <= 1.0:
-        raise ValueError(f"the text weight must be in [0, 1], got {text_weight}")
-    return text_weight
-
-
-def mix_with_text(shot: np.ndarray, text: np.ndarray, text_weight: float) -> np.ndarray:
-    """normalise((1 - w) * shot + w * text): a class described by examples and by its name."""
-    check_text_weight(text_weight)
-    return l2_normalize((1.0 - text_weight) * shot + text_weight * text)
 
 
 # --------------------------------------------------------------------------- classification

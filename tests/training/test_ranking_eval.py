@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from index.ranking_eval import compare_rankings
 from models.types import CatalogRecord
 from tests.index.sample_records import make_records, write_image
+from training.ranking_eval import compare_rankings
 
 
 def test_paired_catalog_reports_recall_and_class_precision(tmp_path, encoder) -> None:

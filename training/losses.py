@@ -14,23 +14,12 @@ one on a log scale as CLIP does, clamped so the logits cannot blow up.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Metric = Literal["cosine", "euclidean"]
-METRICS: tuple[Metric, ...] = ("cosine", "euclidean")
-
-
-def check_metric(metric: str) -> Metric:
-    """``metric`` as a :data:`Metric`; anything else is a ValueError."""
-    match metric:
-        case "cosine" | "euclidean":
-            return metric
-        case _:
-            raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+from models.types import Metric, check_metric
 
 
 def pairwise_similarity(a: torch.Tensor, b: torch.Tensor, metric: Metric) -> torch.Tensor:

@@ -6,7 +6,7 @@ interleaved, so every batch is a coherent retrieval problem) and adds up:
 - symmetric InfoNCE with a learnable temperature between every pair of
   modalities the batch has (image-recipe, text-image, text-recipe); pairs that
   share a text (food101 class names, repeated titles) are positives of each
-  other, not negatives (:func:`~models.losses.grouped_info_nce`);
+  other, not negatives (:func:`~training.losses.grouped_info_nce`);
 - optionally VSE++'s bidirectional triplet loss with the hardest in-batch
   negative on image-recipe pairs (``triplet_weight``; ``infonce_weight`` 0
   leaves the triplet loss alone);
@@ -33,11 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.evaluate import ranks_of_positives, recall_summary
-from models.features import FeatureSet
 from models.fusion import random_modality_masks
 from models.joint import JointConfig, JointModel, RecipeBatch, pad_recipes
-from models.losses import (
+from training.errors import ConfigError
+from training.evaluate import ranks_of_positives, recall_summary
+from training.features import FeatureSet
+from training.losses import (
     LearnableTemperature,
     SemanticRegularizer,
     grouped_info_nce,
@@ -65,6 +66,16 @@ class TrainConfig:
     drop_parts: float = 0.15
     patience: int = 12
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ConfigError("{epochs} must be at least 1 and {batch_size} at least 2")
+        if self.lr <= 0 or self.temperature <= 0:
+            raise ConfigError("{lr} and {temperature} must be positive")
+        if self.infonce_weight < 0 or self.triplet_weight < 0 or self.semantic_weight < 0:
+            raise ConfigError("loss weights cannot be negative")
+        if self.infonce_weight == 0 and self.triplet_weight == 0:
+            raise ConfigError("{infonce_weight} and {triplet_weight} cannot both be 0")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.bench_synthetic import (
+from models.fusion import FusionConfig, ModalityFusion
+from training.bench_synthetic import (
     KNOWN_CLASSES,
     AdditiveEmbedding,
     TrainSettings,
@@ -22,8 +23,7 @@ from models.bench_synthetic import (
     run_synthetic_benchmark,
     train_fusion,
 )
-from models.fusion import FusionConfig, ModalityFusion
-from models.synthetic import make_synthetic_dataset
+from training.synthetic import make_synthetic_dataset
 
 
 def test_dataset_shape_split_and_determinism() -> None:
@@ -84,6 +84,7 @@ def test_all_modalities_beat_modality_zero_alone(short_run: dict) -> None:
     assert short_run[(0, 1, 2)]["known"][1] > short_run[(0,)]["known"][1] + 10.0
 
 
+@pytest.mark.slow
 def test_training_is_deterministic() -> None:
     data = make_synthetic_dataset(1, n_classes=31, per_class=20)
     settings = TrainSettings(metric="euclidean", negatives=20, sample_budget=210)

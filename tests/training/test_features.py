@@ -10,9 +10,9 @@ import torch
 
 from models.datasets import open_dataset
 from models.encoders.openclip import OpenClipEncoder
-from models.features import Ragged, extract_features, query_texts
 from models.towers import EncoderTowers
 from tests.bundles import TINY_ARCH
+from training.features import Ragged, extract_features, query_texts
 
 
 class CountingTowers(EncoderTowers):

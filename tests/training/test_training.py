@@ -16,12 +16,14 @@ from models.encoders.openclip import OpenClipEncoder
 from models.fusion import all_subsets
 from models.joint import MODALITIES, JointConfig, JointModel
 from models.registry import load_encoder
-from models.synthetic_retrieval import synthetic_feature_sets
 from models.towers import EncoderTowers
-from models.train import validation_metrics
-from models.types import Recipe
 from service.cli import main
-from tests.bundles import TINY_ARCH, save_tiny_base, train_args
+from tests.bundles import TINY_ARCH, sample_inputs, save_tiny_base, train_args
+from training.synthetic_retrieval import synthetic_feature_sets
+from training.train import validation_metrics
+
+# Every test here trains a bundle (or needs the module's trained one).
+pytestmark = pytest.mark.slow
 
 ARCH = TINY_ARCH
 
@@ -65,16 +67,6 @@ def test_training_is_reproducible_with_a_seed(
     assert main(train_args(tiny_base, again)) == 0
     first, second = read_bundle_meta(bundle_dir), read_bundle_meta(again)
     assert first["weights_sha256"] == second["weights_sha256"]
-
-
-def sample_inputs() -> tuple[list[Image.Image], list[str], list[Recipe]]:
-    images = [Image.new("RGB", (40, 30), c) for c in ("red", "green", "navy")]
-    texts = ["spicy pork stew", "김치찌개"]
-    recipes = [
-        Recipe("김치찌개", ("김치", "돼지고기"), ("끓인다.", "먹는다.")),
-        Recipe("toast", (), ()),  # empty sequences are allowed
-    ]
-    return images, texts, recipes
 
 
 def test_bundle_round_trip_gives_identical_vectors(bundle_dir: Path, tiny_base: str) -> None:

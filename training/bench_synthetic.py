@@ -1,9 +1,9 @@
 """Synthetic three-modality benchmark (issue 3, item 7): the study behind the fusion model.
 
-Run: ``mmsearch bench synthetic --seeds 5`` or ``python -m models.bench_synthetic --seeds 5``.
+Run: ``mmsearch bench synthetic --seeds 5`` or ``python -m training.bench_synthetic --seeds 5``.
 
 Protocol (the study's): 100 classes x 100 samples of three modalities (6, 9 and
-4 dimensions, see :mod:`models.synthetic`), split 10:1 per class. A
+4 dimensions, see :mod:`training.synthetic`), split 10:1 per class. A
 :class:`~models.fusion.ModalityFusion` (three FC layers per modality, two
 fusion layers) is trained on classes 0-29 only. Test samples are classified by
 their nearest class prototype, the mean embedding of that class's training
@@ -139,7 +139,7 @@ from models.fusion import (
     random_modality_masks,
     subset_mask,
 )
-from models.losses import (
+from training.losses import (
     LearnableTemperature,
     Metric,
     SemanticRegularizer,
@@ -148,7 +148,7 @@ from models.losses import (
     pairwise_similarity,
     supervised_contrastive,
 )
-from models.synthetic import (
+from training.synthetic import (
     SPREAD_RANGE,
     SyntheticDataset,
     SyntheticSplit,

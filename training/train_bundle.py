@@ -20,27 +20,29 @@ from typing import Any
 
 import numpy as np
 
-from models.bundle import save_bundle
+from models.bundle import check_image_size, check_image_tta, save_bundle
 from models.datasets import open_dataset, split_records
-from models.features import FeatureSet, extract_features, records_key
 from models.files import save_state_dict
 from models.joint import JointConfig
-from models.losses import check_metric
-from models.synthetic_retrieval import synthetic_feature_sets
-from models.tower_tuning import (
+from models.towers import OfflineTowers, Towers, load_towers
+from models.types import CatalogRecord, ProgressCallback, check_metric
+from training.errors import ConfigError
+from training.features import FeatureSet, extract_features, records_key
+from training.synthetic_retrieval import synthetic_feature_sets
+from training.tower_tuning import (
     TowerMaps,
     TuneConfig,
     extract_maps,
     load_cached_top,
     tune_top,
 )
-from models.towers import OfflineTowers, Towers, load_towers
-from models.train import EpochCallback, TrainConfig, TrainResult, train_joint
-from models.types import CatalogRecord, ProgressCallback
+from training.train import EpochCallback, TrainConfig, TrainResult, train_joint
 
 log = logging.getLogger(__name__)
 
 TRAIN_DATASETS = ("kfood", "food101", "flickr", "synthetic")
+# Datasets whose records carry a class label the tower's top can be tuned on.
+LABELLED_DATASETS = ("kfood", "food101")
 # Image features of one source computed from cached tower maps, on demand.
 ImagesFromMaps = Callable[[], tuple[np.ndarray, np.ndarray]]
 
@@ -49,6 +51,12 @@ ImagesFromMaps = Callable[[], tuple[np.ndarray, np.ndarray]]
 class Source:
     dataset: str
     data_dir: Path | None  # None only for "synthetic"
+
+    def __post_init__(self) -> None:
+        if self.dataset not in TRAIN_DATASETS:
+            raise ConfigError(
+                f"unknown {{dataset}} {self.dataset!r}; expected one of {', '.join(TRAIN_DATASETS)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,37 @@ class BundleRequest:
     tune_tower: TuneConfig | None = None  # fine-tune the offline image tower's top first
     image_tta: str = "none"  # how the bundle embeds images once trained (models.bundle.IMAGE_TTA)
     image_size: int | None = None  # the side photos are embedded at once trained (offline)
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ConfigError("name at least one {sources}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError("{val_fraction} must be in [0, 1)")
+        if self.views < 1 or self.dim < 1 or self.hidden < 1:
+            raise ConfigError("{views}, {dim} and {hidden} must be at least 1")
+        checks: tuple[tuple[str, Callable[[Any], object], object], ...] = (
+            ("metric", check_metric, self.metric),
+            ("image_tta", check_image_tta, self.image_tta),
+            ("image_size", check_image_size, self.image_size),
+        )
+        for name, check, value in checks:
+            try:
+                check(value)  # the checks bundle.json gets, so the two cannot drift apart
+            except ValueError as exc:
+                raise ConfigError(f"{{{name}}}: {exc}") from exc
+        self._check_offline_options()
+
+    def _check_offline_options(self) -> None:
+        if self.image_size is not None and self.base != "offline":
+            raise ConfigError("{image_size} works with {base} offline only")
+        if self.tune_tower is None:
+            return
+        if self.base != "offline":
+            raise ConfigError("{tune_tower} works with {base} offline only")
+        if not any(s.dataset in LABELLED_DATASETS for s in self.sources):
+            raise ConfigError(
+                "{tune_tower} needs a labelled dataset (kfood or food101) among {sources}"
+            )
 
 
 def _read_records(source: Source) -> list[CatalogRecord]:
@@ -204,14 +243,10 @@ def train_bundle(
     progress: ProgressCallback | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train on every source and write the bundle to ``request.out_dir``."""
-    if not request.sources:
-        raise ValueError("name at least one --dataset")
-    for source in request.sources:
-        if source.dataset not in TRAIN_DATASETS:
-            raise ValueError(
-                f"unknown dataset {source.dataset!r}; expected one of {', '.join(TRAIN_DATASETS)}"
-            )
+    """Train on every source and write the bundle to ``request.out_dir``.
+
+    ``request`` and ``config`` checked themselves when they were made.
+    """
     started = time.perf_counter()
     towers = towers if towers is not None else load_towers(request.base, device=request.device)
     all_records = [None if s.dataset == "synthetic" else _read_records(s) for s in request.sources]
