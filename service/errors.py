@@ -29,6 +29,7 @@ from index.snapshot import (
 from index.snapshot import InvalidQueryError as InvalidSearchError
 from models.images import ImageTooLargeError, InvalidImageError
 from service.jobs import JobQueueUnavailableError
+from service.reindex import InvalidReindexError
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +66,6 @@ class InvalidQueryError(ServiceError, ValueError):
     """A request that passed schema validation but is still unusable (k, vector, kinds)."""
 
 
-class InvalidSourceError(ServiceError, ValueError):
-    """A re-index source that does not exist or cannot be read."""
-
-
 class UploadTooLargeError(ServiceError, ValueError):
     """An upload or base64 image, or a whole request body, over the configured limit."""
 
@@ -93,7 +90,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (InvalidQueryError, 422),
     (InvalidSearchError, 422),
     (DimensionMismatchError, 422),
-    (InvalidSourceError, 422),
+    (InvalidReindexError, 422),
     (FilterError, 422),
     (PrototypeOptionsError, 422),
     (UnsupportedMediaTypeError, 415),
