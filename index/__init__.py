@@ -3,7 +3,7 @@
 Layout of an index directory (see :mod:`index.layout`)::
 
     <index_dir>/CURRENT           live version name, replaced atomically
-    <index_dir>/<version>/        immutable snapshot (version: 20261122T053000Z-3fa2c1)
+    <index_dir>/<version>/        immutable snapshot (version: 20261122T053000123Z-3fa2c1)
         index.faiss               FAISS index, inner product; FAISS id == row
         catalog.sqlite            items(id, label, metadata JSON), vectors(row, item_id, kind)
         vectors.npy               float32 (n_vectors, dim), memory-mapped when serving

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 
@@ -34,12 +34,17 @@ from tqdm import tqdm
 
 from index.catalog import Catalog, CatalogWriter
 from index.layout import (
+    STAGING_PREFIX,
+    SnapshotError,
+    claim_staging,
     clean_stale_staging,
     fsync_dir,
     install,
     new_version,
+    prune,
     publish,
-    staging_dir,
+    publish_lock,
+    read_current,
 )
 from index.manifest import Manifest
 from index.prototypes import PrototypeOptions, PrototypeTable, build_prototype_table
@@ -202,7 +207,6 @@ def _write_index(staging: Path, vectors: np.ndarray, factory: str) -> None:
             raise BuildError(str(exc)) from exc
     for start in range(0, vectors.shape[0], _COPY_CHUNK_ROWS):
         index.add(np.asarray(vectors[start : start + _COPY_CHUNK_ROWS]))
-        os.utime(staging)  # a long HNSW build must not look stale to another builder
     index.save(staging / INDEX_FILE)
 
 
@@ -313,13 +317,18 @@ def build_snapshot(
     max_image_pixels: int = DEFAULT_MAX_PIXELS,
     publish_snapshot: bool = True,
     prototypes: PrototypeOptions | None = None,
+    requested_at: datetime | None = None,
+    keep_older: int | None = None,
 ) -> Manifest:
     """Encode ``records`` into a new snapshot under ``index_dir``; returns its manifest.
 
-    With ``publish_snapshot`` the snapshot becomes CURRENT; without it, it is
-    installed as ``<index_dir>/<version>`` for :func:`index.layout.set_current`
-    later. ``prototypes`` says how the class prototype table is made (default:
-    item labels, all members). BuildError for empty datasets, duplicate ids,
+    With ``publish_snapshot`` the snapshot becomes CURRENT, unless the live one
+    was requested after ``requested_at`` (SupersededError, checked before and
+    after encoding); then versions beyond the live one and ``keep_older`` others
+    are pruned (None: none). Without it, the snapshot is installed as
+    ``<index_dir>/<version>`` for :func:`index.layout.set_current` later.
+    ``prototypes`` says how the class prototype table is made (default: item
+    labels, all members). BuildError for empty datasets, duplicate ids,
     untrainable factories; ValueError for a bad factory string or batch size
     (checked before encoding).
     """
@@ -329,45 +338,101 @@ def build_snapshot(
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(index_dir)
-    version = new_version()
-    staging = staging_dir(index_dir, version)
-    staging.mkdir()
+    stamp = _iso(requested_at)
+    if publish_snapshot:
+        _check_not_superseded(index_dir, stamp)
     options = _BuildOptions(batch_size, total, progress, max_image_pixels)
-    try:
-        counts, vectors = _encode_catalog(records, encoder, staging, options)
-        prototype_options = prototypes or PrototypeOptions()
-        table = _write_prototypes(staging, vectors, encoder, prototype_options)
-        _write_index(staging, vectors, factory)
-        manifest = Manifest(
-            version=version,
-            model_fingerprint=encoder.fingerprint,
-            dim=encoder.dim,
-            factory=factory,
-            n_items=counts.items,
-            n_vectors=int(vectors.shape[0]),
-            kinds=dict(sorted(counts.kinds.items())),
-            skipped=counts.skipped,
-            n_classes=len(table),
-            n_zero_shot_classes=table.n_zero_shot,
-            class_field=prototype_options.class_field,
-            source=source,
-            format=fmt,
-        )
-        del vectors
+    with claim_staging(index_dir, new_version()) as staging:
+        manifest = _write_snapshot(records, encoder, staging, options, factory, prototypes)
+        manifest = replace(manifest, source=source, format=fmt, requested_at=stamp)
         manifest.write(staging)
         fsync_dir(staging)
         if publish_snapshot:
-            publish(index_dir, staging, version)
+            _publish_in_order(index_dir, staging, manifest)
         else:
-            install(index_dir, staging, version)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # re-raised: cleanup only
-        raise
+            install(index_dir, staging, manifest.version)
+    if publish_snapshot and keep_older is not None:
+        with publish_lock(index_dir):
+            prune(index_dir, keep_older)
     logger.info(
         "built snapshot %s: %d items, %d vectors, %d skipped",
-        version,
+        manifest.version,
         manifest.n_items,
         manifest.n_vectors,
         manifest.skipped,
     )
     return manifest
+
+
+def _write_snapshot(
+    records: Iterable[CatalogRecord],
+    encoder: Encoder,
+    staging: Path,
+    options: _BuildOptions,
+    factory: str,
+    prototypes: PrototypeOptions | None,
+) -> Manifest:
+    """Every file of the snapshot into ``staging``; returns its manifest (not yet written)."""
+    counts, vectors = _encode_catalog(records, encoder, staging, options)
+    prototype_options = prototypes or PrototypeOptions()
+    table = _write_prototypes(staging, vectors, encoder, prototype_options)
+    _write_index(staging, vectors, factory)
+    return Manifest(
+        version=staging.name.removeprefix(STAGING_PREFIX),
+        model_fingerprint=encoder.fingerprint,
+        dim=encoder.dim,
+        factory=factory,
+        n_items=counts.items,
+        n_vectors=int(vectors.shape[0]),
+        kinds=dict(sorted(counts.kinds.items())),
+        skipped=counts.skipped,
+        n_classes=len(table),
+        n_zero_shot_classes=table.n_zero_shot,
+        class_field=prototype_options.class_field,
+    )
+
+
+# --------------------------------------------------------------------------- ordered publish
+
+
+class SupersededError(BuildError):
+    """The live snapshot answers a newer request than this build's: it stays live."""
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise ValueError("requested_at must be timezone-aware")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _live_request_time(index_dir: Path) -> str | None:
+    """When the live snapshot was requested; None: no live one, or it does not say."""
+    try:
+        live = read_current(index_dir)
+        return Manifest.read(index_dir / live).requested_at if live else None
+    except SnapshotError as exc:  # a broken live snapshot is replaced, not a reason to stop
+        logger.warning("cannot read the live snapshot's manifest: %s", exc)
+        return None
+
+
+def _check_not_superseded(index_dir: Path, requested_at: str | None) -> None:
+    live_requested_at = _live_request_time(index_dir)
+    # ISO 8601 UTC strings of one format compare like the times they name.
+    if (
+        requested_at is not None
+        and live_requested_at is not None
+        and (live_requested_at > requested_at)
+    ):
+        raise SupersededError(
+            f"superseded: the live snapshot {read_current(index_dir)} answers a newer "
+            f"re-index (requested {live_requested_at}) than this one ({requested_at})"
+        )
+
+
+def _publish_in_order(index_dir: Path, staging: Path, manifest: Manifest) -> None:
+    """Make the snapshot CURRENT unless a newer request's snapshot is live already."""
+    with publish_lock(index_dir):
+        _check_not_superseded(index_dir, manifest.requested_at)
+        publish(index_dir, staging, manifest.version)

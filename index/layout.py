@@ -12,16 +12,31 @@ A build writes everything into its staging directory, renames that directory to
 before the final replace leaves ``CURRENT`` and the snapshot it names untouched;
 the leftovers are a staging directory or an unreferenced version directory,
 which :func:`clean_stale_staging` and :func:`prune` remove later.
+
+Locks (``flock``; the kernel drops them when their process dies, however it dies):
+
+- a build holds an exclusive lock on its staging directory while it writes, so
+  :func:`clean_stale_staging` removes the staging directory of a dead build at
+  once (an unlocked one), never a live build's;
+- every loaded snapshot holds a shared lock on its version directory
+  (:class:`SnapshotLease`), and :func:`prune` deletes only versions it can lock
+  exclusively, so a version that a request anywhere still holds is never deleted
+  from under it: it is pruned by a later publish instead;
+- publishers take ``<index_dir>/.publish.lock`` around install, CURRENT and prune
+  (:func:`publish_lock`), so these steps of two builders never interleave.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,8 +44,12 @@ logger = logging.getLogger(__name__)
 
 CURRENT_FILE = "CURRENT"
 STAGING_PREFIX = ".staging-"
-STALE_STAGING_AGE_S = 3600.0
-_VERSION_NAME = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+CLAIM_PREFIX = ".claim-"  # a staging directory before it is locked (see claim_staging)
+PUBLISH_LOCK_FILE = ".publish.lock"
+STALE_STAGING_AGE_S = 3600.0  # only for unlockable leftovers (older code, a claim cut short)
+# Milliseconds since this version: prune keeps the newest by name, and tests build
+# several snapshots a second. Names without them (older snapshots) stay valid.
+_VERSION_NAME = re.compile(r"^\d{8}T\d{6}(\d{3})?Z-[0-9a-f]{6}$")
 
 
 class SnapshotError(Exception):
@@ -46,8 +65,9 @@ class CorruptSnapshotError(SnapshotError):
 
 
 def new_version(now: datetime | None = None) -> str:
-    """A sortable, unique version name such as ``20261122T053000Z-3fa2c1``."""
-    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    """A sortable, unique version name such as ``20261122T053000123Z-3fa2c1``."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    stamp = moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}Z"
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
@@ -131,26 +151,115 @@ def list_versions(index_dir: Path | str) -> list[str]:
     return sorted(p.name for p in index_dir.iterdir() if p.is_dir() and is_version_name(p.name))
 
 
-def prune(index_dir: Path | str, keep: int = 3) -> list[str]:
-    """Delete all but the newest ``keep`` versions; CURRENT's is never deleted.
+def prune(index_dir: Path | str, keep_older: int) -> list[str]:
+    """Delete versions beyond the live one and the ``keep_older`` newest others.
 
-    Processes that still hold a pruned snapshot open keep working on POSIX (open
-    files and mappings survive unlinking); keep > 1 leaves slow starters room.
+    Never deletes CURRENT's version, nor one that any process still holds
+    (a :class:`SnapshotLease`): that one stays until a later prune finds it free.
+    Call it under :func:`publish_lock`, so CURRENT cannot move meanwhile.
     """
-    if keep < 1:
-        raise ValueError(f"keep must be at least 1, got {keep}")
+    if keep_older < 0:
+        raise ValueError(f"keep_older must be at least 0, got {keep_older}")
     current = read_current(index_dir)
-    versions = list_versions(index_dir)
-    doomed = [v for v in versions[:-keep] if v != current]
+    others = [v for v in list_versions(index_dir) if v != current]
+    doomed = others[: max(0, len(others) - keep_older)]
+    pruned = []
     for version in doomed:
-        shutil.rmtree(Path(index_dir) / version)
-        logger.info("pruned snapshot %s", version)
-    return doomed
+        if _delete_unless_held(Path(index_dir) / version):
+            logger.info("pruned snapshot %s", version)
+            pruned.append(version)
+        else:
+            logger.info("kept snapshot %s: still in use; a later publish prunes it", version)
+    return pruned
+
+
+def _delete_unless_held(path: Path) -> bool:
+    with _locked_dir(path, fcntl.LOCK_EX | fcntl.LOCK_NB) as locked:
+        if locked:
+            shutil.rmtree(path)
+        return locked
+
+
+@contextlib.contextmanager
+def _locked_dir(path: Path, operation: int) -> Iterator[bool]:
+    """Yields whether ``flock(operation)`` on the directory succeeded (False: held)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:  # removed meanwhile (published, or pruned by another)
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, operation)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+class SnapshotLease:
+    """A shared lock on a version directory while a process uses that snapshot.
+
+    Taken before the snapshot's files are read; :func:`prune` skips leased
+    versions. Released by :meth:`release` or when the process ends.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._fd: int | None = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        # Blocks only while a prune deletes this very version (then the files are
+        # gone and loading fails as a missing snapshot), or for the moment between
+        # a build's publish and the release of its staging lock.
+        fcntl.flock(self._fd, fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def publish_lock(index_dir: Path | str) -> Iterator[None]:
+    """Exclusive across processes: one publisher at a time in ``index_dir``."""
+    path = Path(index_dir) / PUBLISH_LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def staging_dir(index_dir: Path | str, version: str) -> Path:
     _check_version_name(version)
     return Path(index_dir) / f"{STAGING_PREFIX}{version}"
+
+
+@contextlib.contextmanager
+def claim_staging(index_dir: Path | str, version: str) -> Iterator[Path]:
+    """Create ``.staging-<version>`` and hold an exclusive lock on it until exit.
+
+    The directory is made and locked under a claim name, then renamed: a cleaner
+    never sees an unlocked staging directory of a live build. On an exception
+    the staging directory is removed; the lock is released on any exit.
+    """
+    index_dir = Path(index_dir)
+    staging = staging_dir(index_dir, version)
+    claim = index_dir / f"{CLAIM_PREFIX}{version}"
+    claim.mkdir()
+    fd = os.open(claim, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(claim, staging)
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # re-raised: cleanup only
+            raise
+    finally:
+        os.close(fd)
+        shutil.rmtree(claim, ignore_errors=True)  # only if the rename never happened
 
 
 def _last_modified(path: Path) -> float:
@@ -162,19 +271,43 @@ def _last_modified(path: Path) -> float:
 def clean_stale_staging(
     index_dir: Path | str, older_than_s: float = STALE_STAGING_AGE_S
 ) -> list[Path]:
-    """Remove staging dirs untouched for ``older_than_s`` (builds that died)."""
+    """Remove the staging directories of builds that died.
+
+    A staging directory nobody holds locked belongs to a dead build (every
+    builder locks its own, see :func:`claim_staging`) and goes at once. Claim
+    directories, left only by a build killed in its first instant, go once
+    untouched for ``older_than_s``.
+    """
     index_dir = Path(index_dir)
     if not index_dir.is_dir():
         return []
     removed = []
-    now = time.time()
-    for path in index_dir.glob(f"{STAGING_PREFIX}*"):
-        try:
-            stale = path.is_dir() and now - _last_modified(path) > older_than_s
-        except FileNotFoundError:  # another builder finished or removed it meanwhile
-            continue
-        if stale:
-            shutil.rmtree(path, ignore_errors=True)
-            logger.info("removed stale staging directory %s", path)
+    for path in sorted(index_dir.glob(f"{STAGING_PREFIX}*")):
+        if _remove_if_unlocked(path):
+            removed.append(path)
+    for path in sorted(index_dir.glob(f"{CLAIM_PREFIX}*")):
+        if _remove_if_old(path, older_than_s):
             removed.append(path)
     return removed
+
+
+def _remove_if_unlocked(path: Path) -> bool:
+    try:
+        with _locked_dir(path, fcntl.LOCK_EX | fcntl.LOCK_NB) as unlocked:
+            if unlocked:
+                shutil.rmtree(path, ignore_errors=True)
+                logger.info("removed the staging directory of a dead build: %s", path)
+            return unlocked
+    except NotADirectoryError:
+        return False
+
+
+def _remove_if_old(path: Path, older_than_s: float) -> bool:
+    try:
+        stale = path.is_dir() and time.time() - _last_modified(path) > older_than_s
+    except FileNotFoundError:  # renamed or removed meanwhile
+        return False
+    if stale:
+        shutil.rmtree(path, ignore_errors=True)
+        logger.info("removed stale claim directory %s", path)
+    return stale

@@ -32,6 +32,9 @@ class Manifest:
     n_zero_shot_classes: int = 0  # classes whose prototype is their embedded name alone
     class_field: str | None = None  # metadata field naming the class; None: item labels
     created_at: str = field(default_factory=utc_now_iso)
+    # When the re-index was asked for (ISO 8601, UTC): publishing is ordered by it,
+    # so an older request that finishes late never replaces a newer one's snapshot.
+    requested_at: str | None = None
     source: str | None = None
     format: str | None = None
     metric: str = "ip"

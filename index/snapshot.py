@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import weakref
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
@@ -31,6 +32,7 @@ from index.layout import (
     CorruptSnapshotError,
     NoSnapshotError,
     SnapshotError,
+    SnapshotLease,
     publish,
     read_current,
 )
@@ -110,7 +112,13 @@ class _Hit:
 
 
 class Snapshot:
-    """A loaded snapshot; read-only and safe to search from many threads."""
+    """A loaded snapshot; read-only and safe to search from many threads.
+
+    One opened with :meth:`open` holds a :class:`~index.layout.SnapshotLease` on
+    its directory until :meth:`close` or until the object is garbage-collected
+    (when the last request holding it lets go), so pruning never deletes it
+    while it is in use.
+    """
 
     def __init__(
         self,
@@ -127,6 +135,7 @@ class Snapshot:
         self.catalog = catalog
         self.vectors = vectors
         self.prototypes = prototypes or PrototypeTable.empty(manifest.dim, manifest.n_vectors)
+        self._lease: SnapshotLease | None = None
 
     @property
     def version(self) -> str:
@@ -145,6 +154,21 @@ class Snapshot:
         ``use_gpu`` mirrors the FAISS index onto the GPUs when there are any.
         """
         path = Path(path)
+        try:
+            lease = SnapshotLease(path)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise CorruptSnapshotError(f"snapshot {path} does not exist") from exc
+        try:
+            snapshot = cls._load(path, expected_fingerprint, use_gpu)
+        except BaseException:
+            lease.release()
+            raise
+        snapshot._lease = lease
+        weakref.finalize(snapshot, lease.release)
+        return snapshot
+
+    @classmethod
+    def _load(cls, path: Path, expected_fingerprint: str | None, use_gpu: bool) -> Snapshot:
         manifest = Manifest.read(path)
         if expected_fingerprint is not None and manifest.model_fingerprint != expected_fingerprint:
             raise FingerprintMismatchError(
@@ -167,8 +191,11 @@ class Snapshot:
         return cls(path, manifest, index, catalog, vectors, prototypes)
 
     def close(self) -> None:
-        """Release the catalog connection; other resources go with the last reference."""
+        """Release the catalog connection and the lease; other resources go with the
+        last reference."""
         self.catalog.close()
+        if self._lease is not None:
+            self._lease.release()
 
     # ------------------------------------------------------------------ lookups
 

@@ -29,6 +29,7 @@ from index.snapshot import (
 )
 from models.images import ImageTooLargeError, InvalidImageError
 from service.jobs import JobQueueUnavailableError
+from service.reindex import InvalidReindexError
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +62,6 @@ class JobNotFoundError(ServiceError, LookupError):
         self.job_id = job_id
 
 
-class InvalidSourceError(ServiceError, ValueError):
-    """A re-index source that does not exist or cannot be read."""
-
-
 class UploadTooLargeError(ServiceError, ValueError):
     """An upload or base64 image, or a whole request body, over the configured limit."""
 
@@ -88,7 +85,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (InvalidImageError, 422),
     (InvalidQueryError, 422),  # the index's, raised by the routes too (k, vector, kinds)
     (DimensionMismatchError, 422),
-    (InvalidSourceError, 422),
+    (InvalidReindexError, 422),
     (FilterError, 422),
     (PrototypeOptionsError, 422),
     (UnsupportedMediaTypeError, 415),

@@ -1,22 +1,23 @@
 """Re-index jobs: the JobQueue seam and its two backends.
 
-:func:`service.tasks.create_job_queue` picks Redis/RQ when ``MMSEARCH_REDIS_URL`` is
-set (jobs run in separate ``mmsearch worker`` processes) and an in-process background
-thread otherwise (the embedded default).
+``create_job_queue`` picks Redis/RQ when ``MMSEARCH_REDIS_URL`` is set (jobs run in
+separate ``mmsearch worker`` processes) and an in-process background thread
+otherwise (the embedded default), which runs the reindexer it is given (the
+API's: its loaded model, and the job succeeds once the API serves the result).
+This module never imports the task that workers run: it enqueues it by name.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
-from pathlib import Path
 from typing import Protocol
 
 import redis
@@ -24,11 +25,12 @@ from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
+from rq.registry import StartedJobRegistry
 from rq.results import Result
 
-from index.prototypes import PrototypeOptions
 from models.types import ProgressCallback
 from service.events import REDIS_DOWN
+from service.reindex import REINDEX_BATCH_SIZE, ReindexRequest
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -39,14 +41,6 @@ class JobState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class ReindexRequest:
-    source: Path
-    format: str
-    factory: str = "Flat"
-    prototypes: PrototypeOptions = field(default_factory=PrototypeOptions)
 
 
 @dataclass(frozen=True)
@@ -86,7 +80,8 @@ def short_error(exc: BaseException) -> str:
     return text if len(text) <= ERROR_MAX_CHARS else text[: ERROR_MAX_CHARS - 1] + "…"
 
 
-Reindexer = Callable[[ReindexRequest, Settings, ProgressCallback], str]
+# Runs one request to the end and returns the version it made live.
+Reindexer = Callable[[ReindexRequest, ProgressCallback], str]
 
 
 FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED})
@@ -106,8 +101,7 @@ class ThreadJobQueue:
     MAX_KEPT_JOBS = 1000
     SHUTDOWN_MESSAGE = "cancelled: the service shut down"
 
-    def __init__(self, settings: Settings, reindex: Reindexer) -> None:
-        self._settings = settings
+    def __init__(self, reindex: Reindexer) -> None:
         self._reindex = reindex
         self._lock = threading.Lock()
         self._statuses: dict[str, JobStatus] = {}
@@ -150,7 +144,7 @@ class ThreadJobQueue:
     def _run(self, job_id: str, request: ReindexRequest) -> None:
         self._update(job_id, state=JobState.RUNNING)
         try:
-            version = self._reindex(request, self._settings, self._progress_reporter(job_id))
+            version = self._reindex(request, self._progress_reporter(job_id))
         except Exception as exc:
             # The job boundary: the API reports the one-line error, the log keeps
             # the traceback, and the thread lives on for the next job.
@@ -180,11 +174,11 @@ class ThreadJobQueue:
 
 
 REINDEX_RETRIES = 2  # extra attempts after a failure or a worker that died mid-job
+ABANDONED_CHECK_INTERVAL_S = 2.0  # status reads run RQ's abandoned-job clean-up this often
 JOB_KEEP_S = 7 * 24 * 3600  # how long finished jobs stay readable (RQ's default is 500 s)
-REINDEX_BATCH_SIZE = 32
-REINDEX_TASK = "service.tasks.reindex_job"
+REINDEX_TASK = "service.tasks.reindex_job"  # by name: the API need not import the worker
 REDIS_CONNECT_TIMEOUT_S = 2.0
-REDIS_TIMEOUT_S = 10.0  # by name: the API need not import the builder
+REDIS_TIMEOUT_S = 10.0
 
 RQ_STATES = {
     RQStatus.CREATED: JobState.QUEUED,
@@ -206,7 +200,11 @@ class RQJobQueue:
 
     Status lives in Redis (RQ's job hash and ``job.meta``), so any API process can
     read any job. Failed attempts and attempts whose worker died are retried
-    ``REINDEX_RETRIES`` times; see service/worker.py for how a dead worker is noticed.
+    ``REINDEX_RETRIES`` times. A dead worker's job is noticed once its heartbeat
+    expires (service/worker.py) by RQ's own StartedJobRegistry clean-up, which
+    live workers run and :meth:`status` runs too: so a job never shows
+    ``running`` for more than a heartbeat TTL after its worker died, even with
+    no worker left alive.
     """
 
     def __init__(self, settings: Settings, *, batch_size: int = REINDEX_BATCH_SIZE) -> None:
@@ -222,6 +220,7 @@ class RQJobQueue:
             socket_timeout=REDIS_TIMEOUT_S,
         )
         self._queue = Queue(settings.queue_name, connection=self._redis)
+        self._last_abandoned_check = -ABANDONED_CHECK_INTERVAL_S
 
     @contextmanager
     def _redis_needed(self) -> Iterator[None]:
@@ -253,10 +252,7 @@ class RQJobQueue:
         job = self._queue.enqueue(
             REINDEX_TASK,
             kwargs={
-                "source": str(request.source),
-                "fmt": request.format,
-                "factory": request.factory,
-                "prototypes_json": json.dumps(request.prototypes.to_dict(), ensure_ascii=False),
+                "request_json": request.to_json(),
                 "settings_json": self._settings.model_dump_json(exclude={"admin_token"}),
                 "batch_size": self._batch_size,
             },
@@ -280,18 +276,38 @@ class RQJobQueue:
             return None
         if job.origin != self._queue.name:
             return None
+        if job.get_status(refresh=False) == RQStatus.STARTED and self._abandoned_jobs_handled():
+            job.refresh()
         state = RQ_STATES.get(job.get_status(refresh=False), JobState.QUEUED)
         meta = job.meta
         return JobStatus(
             job_id=job_id,
             state=state,
-            progress=1.0 if state is JobState.SUCCEEDED else float(meta.get("progress") or 0.0),
+            progress=_progress(state, meta.get("progress")),
             index_version=meta.get("index_version") or job.return_value(),
             error=rq_failure_message(job) if state is JobState.FAILED else None,
         )
 
+    def _abandoned_jobs_handled(self) -> bool:
+        """Run RQ's clean-up of jobs whose worker stopped heartbeating (at most once
+        per ``ABANDONED_CHECK_INTERVAL_S``); True when it ran."""
+        now = time.monotonic()
+        if now - self._last_abandoned_check < ABANDONED_CHECK_INTERVAL_S:
+            return False
+        self._last_abandoned_check = now
+        StartedJobRegistry(queue=self._queue).cleanup()
+        return True
+
     def close(self) -> None:
         self._redis.close()
+
+
+def _progress(state: JobState, saved: object) -> float:
+    if state is JobState.SUCCEEDED:
+        return 1.0
+    if state is JobState.QUEUED:  # a retried job waits again: its last attempt's share is void
+        return 0.0
+    return float(saved) if isinstance(saved, int | float) else 0.0
 
 
 def rq_failure_message(job: Job) -> str:
@@ -304,3 +320,10 @@ def rq_failure_message(job: Job) -> str:
         return "the worker running this job died and no retries were left (AbandonedJobError)"
     lines = [line for line in exc_string.strip().splitlines() if line.strip()]
     return lines[-1][:ERROR_MAX_CHARS] if lines else f"job ended as {job.get_status(refresh=False)}"
+
+
+def create_job_queue(settings: Settings, in_process: Reindexer) -> JobQueue:
+    """RQ when ``settings.redis_url`` is set, else a thread that runs ``in_process``."""
+    if settings.redis_url:
+        return RQJobQueue(settings)
+    return ThreadJobQueue(in_process)

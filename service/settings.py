@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     )
     queue_name: str = Field("mmsearch-reindex", description="RQ queue name")
     job_timeout_s: int = Field(6 * 3600, description="Longest a re-index job may run")
+    keep_snapshots: int = Field(
+        2,
+        ge=0,
+        description="Older snapshots kept beside the live one; the rest are deleted after "
+        "each publish (never one that a request still uses)",
+    )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for /admin routes; unset = admin routes refuse (403)"
     )

@@ -5,6 +5,10 @@ The encoder loads in the background: the server answers /healthz at once and
 /readyz says "model loading" until it is done, instead of a long silent start that
 orchestrators mistake for a hang. An injected encoder (tests, embedding callers)
 skips that and the app is ready as soon as its lifespan has started.
+
+In-process re-index jobs (no Redis) use this app's encoder, under the same lock
+as requests, so the model is in memory once; and a job succeeds only once this
+app serves the snapshot it built (:func:`reindex_in_process`).
 """
 
 from __future__ import annotations
@@ -14,24 +18,29 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
 import anyio.to_thread
+import numpy as np
 from fastapi import FastAPI
+from PIL import Image
 
+from index.layout import clean_stale_staging, read_current
 from index.live import LiveSnapshot
 from index.snapshot import Snapshot
 from models.encoders import Encoder
 from models.registry import load_encoder
+from models.types import Recipe
+from service.errors import ModelNotReadyError
 from service.events import subscribe_snapshot_events
-from service.jobs import JobQueue
+from service.jobs import JobQueue, ProgressCallback, Reindexer, create_job_queue
 from service.metrics import Metrics
+from service.reindex import ReindexRequest, reindex
 from service.searching import FilterFieldCheck
 from service.settings import Settings
-from service.tasks import create_job_queue
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +73,68 @@ class AppState:
     def current_snapshot(self) -> Snapshot | None:
         """The live snapshot now; callers keep this object for a whole request."""
         return self.live.current if self.live is not None else None
+
+
+class LockedEncoder:
+    """An encoder whose encode_* calls hold a lock: the one requests hold too."""
+
+    def __init__(self, encoder: Encoder, lock: threading.Lock) -> None:
+        self._encoder = encoder
+        self._lock = lock
+
+    @property
+    def dim(self) -> int:
+        return self._encoder.dim
+
+    @property
+    def fingerprint(self) -> str:
+        return self._encoder.fingerprint
+
+    @property
+    def device(self) -> str:
+        return self._encoder.device
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        with self._lock:
+            return self._encoder.encode_images(images)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            return self._encoder.encode_texts(texts)
+
+    def encode_recipes(self, recipes: Sequence[Recipe]) -> np.ndarray:
+        with self._lock:
+            return self._encoder.encode_recipes(recipes)
+
+
+class SnapshotNotServedError(RuntimeError):
+    """A snapshot was published but this process does not serve it."""
+
+
+def reindex_in_process(state: AppState) -> Reindexer:
+    """The thread job backend's reindexer: this app's model, done once it serves the result."""
+
+    def run(request: ReindexRequest, progress: ProgressCallback) -> str:
+        encoder, live = state.encoder, state.live
+        if encoder is None or live is None:
+            raise ModelNotReadyError(
+                f"the model {state.settings.model!r} is not loaded yet; retry shortly"
+            )
+        version = reindex(
+            request, state.settings, LockedEncoder(encoder, state.encoder_lock), progress
+        ).version
+        live.refresh()
+        if live.version != version:
+            raise SnapshotNotServedError(_not_served_reason(state, live, version))
+        return version
+
+    return run
+
+
+def _not_served_reason(state: AppState, live: LiveSnapshot, version: str) -> str:
+    if read_current(state.settings.index_dir) != version:
+        return f"snapshot {version} was published, then replaced by a newer one before it served"
+    return f"snapshot {version} was published but cannot be served: {live.last_error}"
 
 
 async def _load_encoder(settings: Settings) -> Encoder:
@@ -121,7 +192,9 @@ async def _load_in_background(state: AppState) -> None:
 
 
 async def start(state: AppState, injected: Encoder | None) -> None:
-    state.jobs = create_job_queue(state.settings)
+    # A build that died with the last run left its staging directory: unlocked, so gone now.
+    await anyio.to_thread.run_sync(clean_stale_staging, state.settings.index_dir)
+    state.jobs = create_job_queue(state.settings, reindex_in_process(state))
     if injected is not None:
         await _start_model_and_index(state, injected)
     else:

@@ -12,8 +12,11 @@ worker dies mid-job (SIGKILL, OOM, lost machine), its entry in RQ's
 StartedJobRegistry expires within ``HEARTBEAT_TTL_S`` and the next registry
 maintenance of any live worker (on start, then every ``MAINTENANCE_INTERVAL_S``)
 requeues the job while it has retries left, else marks it failed with
-``AbandonedJobError``. The dead attempt never touched the live index: the builder
-replaces CURRENT only after a complete snapshot is on disk.
+``AbandonedJobError``; API processes run the same clean-up when they read a
+running job's status, so this happens even when no worker is left. The dead
+attempt never touched the live index: the builder replaces CURRENT only after a
+complete snapshot is on disk, and its staging directory, no longer locked, is
+removed when a worker starts or the next build begins.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.worker import WorkerStatus
 
+from index.layout import clean_stale_staging
 from service.events import REDIS_DOWN
 from service.settings import Settings
 from service.tasks import encoder_for
@@ -91,6 +95,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> bool:
         raise ValueError("mmsearch worker needs a Redis URL (set MMSEARCH_REDIS_URL)")
     connection = redis.Redis.from_url(settings.redis_url)
     connection.ping()  # fail fast with a clear error before loading the model
+    clean_stale_staging(settings.index_dir)  # what a build killed with the last worker left
     encoder = encoder_for(settings)
     logger.info("encoder %s ready on %s", encoder.fingerprint, encoder.device)
     processed = False

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from index.build import ProgressCallback
 from index.manifest import Manifest
 from index.prototypes import PrototypeOptions, read_zero_shot_classes
-from index.vector_index import VectorIndex
-from models.datasets import FORMATS
 from service.commands import CommandInputError, load_encoder_for
-from service.jobs import ProgressCallback, ReindexRequest
+from service.reindex import InvalidReindexError, ReindexRequest, check_request, reindex
 from service.settings import Settings
-from service.tasks import build_and_publish
 
 
 def index_catalog(
@@ -24,20 +22,16 @@ def index_catalog(
     progress: ProgressCallback | None = None,
     prototypes: PrototypeOptions | None = None,
 ) -> Manifest:
-    """The same build the re-index jobs run, with the CLI's batch size."""
-    if fmt not in FORMATS:
-        raise CommandInputError(f"unknown format {fmt!r}; expected one of: {', '.join(FORMATS)}")
-    if not source.exists():
-        raise CommandInputError(f"source {source} does not exist")
+    """The same re-index the jobs run (checks included), with the CLI's batch size."""
     if batch_size < 1:
         raise CommandInputError("--batch-size must be at least 1")
-    encoder = load_encoder_for(settings)
-    try:
-        VectorIndex.create(encoder.dim, factory)
-    except ValueError as exc:
-        raise CommandInputError(f"--factory {factory!r}: {exc}") from exc
     request = ReindexRequest(source, fmt, factory, prototypes or PrototypeOptions())
-    return build_and_publish(request, settings, progress, batch_size=batch_size)
+    try:
+        check_request(request, dim=None)  # before the model loads: a typo fails fast
+        encoder = load_encoder_for(settings)
+        return reindex(request, settings, encoder, progress, batch_size=batch_size)
+    except InvalidReindexError as exc:
+        raise CommandInputError(str(exc)) from exc
 
 
 def prototype_options(

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from index.prototypes import PrototypeOptions
-from models.datasets import FORMATS
-from service.deps import AdminDep, JobQueueDep
-from service.errors import InvalidQueryError, InvalidSourceError, JobNotFoundError
-from service.jobs import JobStatus, ReindexRequest
+from service.deps import AdminDep, JobQueueDep, StateDep
+from service.errors import JobNotFoundError
+from service.jobs import JobStatus
+from service.reindex import ReindexRequest, check_request
 from service.schemas import JobOut, ReindexAccepted, ReindexIn, error_responses
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
@@ -19,20 +19,8 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 ADMIN_ERRORS = error_responses(401, 403, 503)  # 503: the job queue (Redis) is unreachable
 
 
-def _checked_request(body: ReindexIn) -> ReindexRequest:
-    if body.format not in FORMATS:
-        raise InvalidQueryError(
-            f"unknown format {body.format!r}; known formats are {sorted(FORMATS)}"
-        )
-    source = Path(body.source)
-    try:
-        exists = source.exists()
-    except (OSError, ValueError) as exc:  # a name over NAME_MAX, a NUL byte
-        reason = getattr(exc, "strerror", None) or exc
-        raise InvalidSourceError(f"source is not a usable path: {reason}") from exc
-    if not exists:
-        raise InvalidSourceError(f"source {body.source!r} does not exist on the server")
-    return ReindexRequest(source, body.format, body.factory, _prototype_options(body))
+def _reindex_request(body: ReindexIn) -> ReindexRequest:
+    return ReindexRequest(Path(body.source), body.format, body.factory, _prototype_options(body))
 
 
 def _prototype_options(body: ReindexIn) -> PrototypeOptions:
@@ -65,9 +53,13 @@ def _job_out(job: JobStatus) -> JobOut:
     responses=ADMIN_ERRORS | error_responses(422),
 )
 async def reindex(
-    body: ReindexIn, jobs: JobQueueDep, request: Request, response: Response
+    body: ReindexIn, jobs: JobQueueDep, state: StateDep, request: Request, response: Response
 ) -> ReindexAccepted:
-    reindex_request = _checked_request(body)
+    reindex_request = _reindex_request(body)
+    # The factory is checked against the model's dimension once the model is loaded
+    # here; otherwise by the process that builds, with the same message.
+    dim = state.encoder.dim if state.encoder is not None else None
+    await run_in_threadpool(check_request, reindex_request, dim)  # stats the source path
     job_id = await run_in_threadpool(jobs.enqueue_reindex, reindex_request)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job_id))
     return ReindexAccepted(job_id=job_id)

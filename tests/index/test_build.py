@@ -6,14 +6,14 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from index.build import BuildError, build_snapshot
-from index.layout import list_versions, read_current
+from index.build import BuildError, SupersededError, build_snapshot
+from index.layout import PUBLISH_LOCK_FILE, list_versions, read_current
 from index.snapshot import load_current
 from tests.index.sample_records import make_records
 
@@ -48,7 +48,8 @@ def test_progress_callback_and_returned_manifest(tmp_path, encoder):
     assert calls == [(0, 10), (4, 10), (8, 10), (10, 10)]
     assert (manifest.source, manifest.format, manifest.n_vectors) == ("s", "synthetic", 40)
     assert read_current(tmp_path / "ix") == manifest.version
-    assert [p.name for p in (tmp_path / "ix").iterdir() if p.name.startswith(".")] == []
+    hidden = [p.name for p in (tmp_path / "ix").iterdir() if p.name.startswith(".")]
+    assert hidden == [PUBLISH_LOCK_FILE]  # no staging or temp files left
 
 
 @pytest.mark.parametrize(
@@ -120,12 +121,41 @@ def test_build_killed_midway_leaves_current_untouched_then_resumes(tmp_path, enc
     snap = load_current(index_dir, encoder.fingerprint)
     assert snap.search(encoder.encode_texts(["pasta"])[0], 5)[0].item_id.startswith("item-")
 
-    long_ago = time.time() - 7200  # the dead build's leftovers are now stale
-    for path in [*staging[0].iterdir(), staging[0]]:
-        os.utime(path, (long_ago, long_ago))
+    # Its lock died with it: the next build removes the leftovers at once, not an hour later.
     new = build_snapshot(make_records(tmp_path / "new-img", 50, prefix="new"), encoder, index_dir)
     assert read_current(index_dir) == new.version != old.version
     assert not staging[0].exists()
     fresh = load_current(index_dir, encoder.fingerprint)
     assert fresh.manifest.n_items == 50 and fresh.get_item("new-49") is not None
     assert snap.search(encoder.encode_texts(["pasta"])[0], 3)  # the old one still answers
+
+
+def test_an_older_request_never_replaces_a_newer_ones_snapshot(tmp_path, encoder):
+    index_dir = tmp_path / "ix"
+    records = make_records(tmp_path / "img", 6)
+    now = datetime.now(UTC)
+    newer = build_snapshot(records, encoder, index_dir, requested_at=now)
+
+    with pytest.raises(SupersededError, match="superseded"):
+        build_snapshot(records, encoder, index_dir, requested_at=now - timedelta(seconds=79))
+
+    assert read_current(index_dir) == newer.version
+    assert list_versions(index_dir) == [newer.version]  # the older build left nothing
+    later = build_snapshot(records, encoder, index_dir, requested_at=now + timedelta(seconds=1))
+    assert read_current(index_dir) == later.version
+    assert (later.requested_at or "") > (newer.requested_at or "") != ""
+
+
+def test_publish_prunes_to_the_live_one_plus_keep_older_sparing_loaded_ones(tmp_path, encoder):
+    index_dir = tmp_path / "ix"
+    records = make_records(tmp_path / "img", 6)
+    first = build_snapshot(records, encoder, index_dir, keep_older=1)
+    held = load_current(index_dir, encoder.fingerprint)  # a request still using the first
+    built = [build_snapshot(records, encoder, index_dir, keep_older=1) for _ in range(4)]
+
+    assert list_versions(index_dir) == sorted([first.version, *(m.version for m in built[-2:])])
+    assert held.search(encoder.encode_texts(["pasta"])[0], 3)
+    del held  # the last reference: its lease goes with it
+    build_snapshot(records, encoder, index_dir, keep_older=1)
+    assert first.version not in list_versions(index_dir)
+    assert len(list_versions(index_dir)) == 2

@@ -11,8 +11,11 @@ import pytest
 import index.layout as layout
 from index.layout import (
     CorruptSnapshotError,
+    SnapshotLease,
+    claim_staging,
     clean_stale_staging,
     is_version_name,
+    list_versions,
     new_version,
     prune,
     publish,
@@ -80,23 +83,49 @@ def test_garbage_in_current_is_an_error(tmp_path: Path):
         read_current(tmp_path)
 
 
-def test_prune_never_deletes_current(tmp_path: Path):
+def test_prune_keeps_the_live_one_and_the_newest_others(tmp_path: Path):
     names = versions(5)
     for name in names:
         publish(tmp_path, staged(tmp_path, name), name)
     set_current(tmp_path, names[0])
-    removed = prune(tmp_path, keep=2)
+    removed = prune(tmp_path, keep_older=2)
     assert removed == names[1:3]
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [names[0], *names[3:]]
+    assert list_versions(tmp_path) == [names[0], *names[3:]]
+    assert prune(tmp_path, keep_older=0) == names[3:]
+    assert list_versions(tmp_path) == [names[0]]
     with pytest.raises(ValueError):
-        prune(tmp_path, keep=0)
+        prune(tmp_path, keep_older=-1)
 
 
-def test_clean_stale_staging_only_removes_old_ones(tmp_path: Path):
+def test_prune_skips_a_version_still_leased_until_it_is_released(tmp_path: Path):
+    names = versions(3)
+    for name in names:
+        publish(tmp_path, staged(tmp_path, name), name)
+    lease = SnapshotLease(tmp_path / names[0])  # a request somewhere still uses it
+
+    assert prune(tmp_path, keep_older=0) == [names[1]]
+    assert list_versions(tmp_path) == [names[0], names[2]]
+    lease.release()
+    assert prune(tmp_path, keep_older=0) == [names[0]]
+    assert list_versions(tmp_path) == [names[2]]
+
+
+def test_clean_stale_staging_removes_a_dead_builds_dir_at_once(tmp_path: Path):
+    dead, alive = versions(2)
+    dead_dir = staged(tmp_path, dead)  # never locked: its builder is gone
+    with claim_staging(tmp_path, alive) as alive_dir:
+        (alive_dir / "vectors.f32").write_bytes(b"x")
+        assert clean_stale_staging(tmp_path) == [dead_dir]
+        assert alive_dir.exists() and not dead_dir.exists()
+    assert clean_stale_staging(tmp_path) == [alive_dir]  # its builder let go unpublished
+
+
+def test_a_claim_cut_short_is_removed_only_when_old(tmp_path: Path):
     old, fresh = versions(2)
-    old_dir, fresh_dir = staged(tmp_path, old), staged(tmp_path, fresh)
+    old_claim, fresh_claim = tmp_path / f".claim-{old}", tmp_path / f".claim-{fresh}"
+    old_claim.mkdir()
+    fresh_claim.mkdir()
     long_ago = time.time() - 7200
-    for path in (old_dir / "manifest.json", old_dir):
-        os.utime(path, (long_ago, long_ago))
-    assert clean_stale_staging(tmp_path) == [old_dir]
-    assert fresh_dir.exists() and not old_dir.exists()
+    os.utime(old_claim, (long_ago, long_ago))
+    assert clean_stale_staging(tmp_path) == [old_claim]
+    assert fresh_claim.exists()

@@ -13,13 +13,13 @@ import redis
 from fastapi.testclient import TestClient
 from rq.job import Job
 
-import service.tasks
 from index.build import build_snapshot
 from index.prototypes import PrototypeOptions
 from index.snapshot import load_current
 from models.types import CatalogRecord
 from service.app import create_app
-from service.jobs import ReindexRequest, RQJobQueue
+from service.jobs import RQJobQueue
+from service.reindex import ReindexRequest
 from tests.index.sample_records import make_records
 from tests.index.tiny_encoder import TinyEncoder
 from tests.polling import poll
@@ -143,10 +143,9 @@ def _write_jsonl(root: Path, records: list[CatalogRecord]) -> Path:
 
 
 def test_reindex_rebuilds_prototypes_with_the_requested_options(
-    tmp_path: Path, tiny_encoder: TinyEncoder, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_encoder: TinyEncoder
 ) -> None:
-    # The job builds with the settings' model; here that is the app's tiny encoder.
-    monkeypatch.setattr(service.tasks, "encoder_for", lambda _settings: tiny_encoder)
+    # In-process jobs build with the app's own encoder: here the tiny one.
     index_dir = tmp_path / "index"
     build_snapshot(make_records(tmp_path / "a", 9), tiny_encoder, index_dir)
     source = _write_jsonl(tmp_path, make_records(tmp_path / "b", 12, prefix="new"))
@@ -195,4 +194,4 @@ def test_rq_jobs_carry_the_prototype_options(clean_redis: str, tmp_path: Path) -
         queue.close()
 
     job = Job.fetch(job_id, connection=redis.Redis.from_url(clean_redis))
-    assert PrototypeOptions.from_dict(json.loads(job.kwargs["prototypes_json"])) == options
+    assert ReindexRequest.from_json(job.kwargs["request_json"]).prototypes == options

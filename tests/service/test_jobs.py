@@ -1,4 +1,8 @@
-"""The embedded job backend: re-index jobs in a background thread of this process."""
+"""The embedded job backend: re-index jobs in a background thread of this process.
+
+The queue logic runs real re-indexes with the tiny encoder; tests/service/
+test_reindex_in_process.py covers the API's own reindexer (its model, served once done).
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,23 @@ from pathlib import Path
 import pytest
 
 from index.layout import read_current
-from models.encoders import Encoder
-from models.types import ProgressCallback
-from service.jobs import JobState, ReindexRequest, ThreadJobQueue
-from service.settings import Settings
-from service.tasks import create_job_queue
+from service.jobs import JobState, ProgressCallback, ThreadJobQueue, create_job_queue
+from service.reindex import ReindexRequest, reindex
+from tests.index.tiny_encoder import TinyEncoder
 from tests.service.helpers import make_settings
 from tests.service.jobs_support import wait_for_status, wait_until_finished
 
-BUILD_TIMEOUT_S = 60  # 12 recipes with the tiny encoder, on a busy 2-core CPU
+BUILD_TIMEOUT_S = 60  # 12 recipes, tiny encoder, shared 2-core CPU
 
 
 @pytest.fixture()
-def thread_queue(tmp_path: Path, tiny_job_encoder: Encoder) -> Iterator[ThreadJobQueue]:
-    queue = create_job_queue(make_settings(tmp_path / "index"))
+def thread_queue(tmp_path: Path, tiny_encoder: TinyEncoder) -> Iterator[ThreadJobQueue]:
+    settings = make_settings(tmp_path / "index")
+
+    def run(request: ReindexRequest, progress: ProgressCallback) -> str:
+        return reindex(request, settings, tiny_encoder, progress).version
+
+    queue = create_job_queue(settings, run)
     assert isinstance(queue, ThreadJobQueue)
     yield queue
     queue.close()
@@ -70,14 +77,12 @@ def test_failing_job_reports_a_short_error(
 def test_jobs_run_one_after_another(tmp_path: Path) -> None:
     calls: list[str] = []
 
-    def fake_reindex(
-        request: ReindexRequest, settings: Settings, progress: ProgressCallback
-    ) -> str:
+    def fake_reindex(request: ReindexRequest, progress: ProgressCallback) -> str:
         progress(1, 2)
         calls.append(request.format)
         return f"v-{request.format}"
 
-    queue = ThreadJobQueue(make_settings(tmp_path), fake_reindex)
+    queue = ThreadJobQueue(fake_reindex)
     try:
         ids = [queue.enqueue_reindex(ReindexRequest(tmp_path, fmt)) for fmt in ("a", "b", "c")]
         statuses = [wait_until_finished(queue, job_id, timeout_s=10) for job_id in ids]
@@ -89,15 +94,13 @@ def test_jobs_run_one_after_another(tmp_path: Path) -> None:
 
 
 def test_close_stops_a_running_job_at_its_next_progress_report(tmp_path: Path) -> None:
-    def endless_reindex(
-        request: ReindexRequest, settings: Settings, progress: ProgressCallback
-    ) -> str:
+    def endless_reindex(request: ReindexRequest, progress: ProgressCallback) -> str:
         done = 0
         while True:
             done += 1
             progress(done, None)
 
-    queue = ThreadJobQueue(make_settings(tmp_path), endless_reindex)
+    queue = ThreadJobQueue(endless_reindex)
     job_id = queue.enqueue_reindex(ReindexRequest(tmp_path, "kfood"))
     wait_for_status(queue, job_id, lambda s: s.state is JobState.RUNNING, timeout_s=10)
 

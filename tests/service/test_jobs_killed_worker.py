@@ -17,8 +17,8 @@ from rq.job import Job
 from index.layout import read_current
 from index.snapshot import load_current
 from models.encoders import Encoder
-from service.jobs import REINDEX_RETRIES, JobState, ReindexRequest, RQJobQueue
-from service.tasks import build_and_publish
+from service.jobs import REINDEX_RETRIES, JobState, RQJobQueue
+from service.reindex import ReindexRequest, reindex
 from tests.conftest import write_kfood_sample
 from tests.service.helpers import make_settings
 from tests.service.jobs_support import (
@@ -49,7 +49,7 @@ def test_killed_worker_leaves_live_index_and_job_is_retried(
     settings = make_settings(
         tmp_path / "index", redis_url=clean_redis, queue_name=f"test-{uuid.uuid4().hex[:8]}"
     )
-    live = build_and_publish(ReindexRequest(kfood_sample, "kfood"), settings).version
+    live = reindex(ReindexRequest(kfood_sample, "kfood"), settings, encoder).version
     big_sample = write_kfood_sample(shared_data / "kfood", tmp_path / "big", SLOW_SAMPLE_SIZE)
     queue = RQJobQueue(settings, batch_size=SLOW_BATCH_SIZE)
     job_id = queue.enqueue_reindex(ReindexRequest(source=big_sample, format="kfood"))

@@ -15,26 +15,29 @@ from rq.job import JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
 
 from index.layout import read_current
-from models.encoders import Encoder
 from service.events import subscribe_snapshot_events
-from service.jobs import JobState, ReindexRequest, RQJobQueue
+from service.jobs import REINDEX_RETRIES, JobState, RQJobQueue, create_job_queue
+from service.reindex import ReindexRequest
 from service.settings import Settings
-from service.tasks import create_job_queue
 from service.worker import run_worker
 from tests.service.helpers import make_settings
 
 
 @pytest.fixture()
-def rq_settings(clean_redis: str, tmp_path: Path, tiny_job_encoder: Encoder) -> Settings:
+def rq_settings(clean_redis: str, tmp_path: Path) -> Settings:
     # A queue of its own, so a stray worker from another test never takes these jobs.
     return make_settings(
         tmp_path / "index", redis_url=clean_redis, queue_name=f"test-{uuid.uuid4().hex[:8]}"
     )
 
 
+def _not_in_process(request: ReindexRequest, progress: object) -> str:
+    raise AssertionError("with Redis, jobs run on workers")
+
+
 @pytest.fixture()
 def rq_queue(rq_settings: Settings) -> Iterator[RQJobQueue]:
-    queue = create_job_queue(rq_settings)
+    queue = create_job_queue(rq_settings, in_process=_not_in_process)
     assert isinstance(queue, RQJobQueue)
     yield queue
     queue.close()
@@ -114,3 +117,22 @@ def test_abandoned_job_without_retries_left_fails_with_a_clear_error(
     status = rq_queue.status(job_id)
     assert status is not None and status.state is JobState.FAILED
     assert status.error is not None and "worker running this job died" in status.error
+
+
+def test_reading_status_requeues_a_dead_workers_job_without_any_worker_alive(
+    rq_settings: Settings, rq_queue: RQJobQueue, kfood_sample: Path
+) -> None:
+    """The API runs RQ's abandoned-job clean-up itself: no live worker is needed."""
+    connection = redis.Redis.from_url(rq_settings.redis_url or "")
+    job_id = rq_queue.enqueue_reindex(ReindexRequest(source=kfood_sample, format="kfood"))
+    job = Job.fetch(job_id, connection=connection)
+    job.meta["progress"] = 0.4  # what the dead attempt had reached
+    job.save_meta()
+    job.set_status(RQStatus.STARTED)
+    registry = StartedJobRegistry(queue=Queue(rq_settings.queue_name, connection=connection))
+    connection.zadd(registry.key, {f"{job_id}:dead-execution": 1})  # heartbeat long expired
+
+    status = rq_queue.status(job_id)
+
+    assert status is not None and status.state is JobState.QUEUED and status.progress == 0.0
+    assert Job.fetch(job_id, connection=connection).retries_left == REINDEX_RETRIES - 1

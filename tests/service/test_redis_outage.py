@@ -19,7 +19,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.jobs import JobState, ReindexRequest, RQJobQueue
+from service.jobs import JobState, RQJobQueue
+from service.reindex import ReindexRequest
 from tests.e2e.test_end_to_end import free_port
 from tests.index.tiny_encoder import TinyEncoder
 from tests.service.helpers import ADMIN_TOKEN, make_settings

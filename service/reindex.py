@@ -1,0 +1,148 @@
+"""The re-index path: one request type, one validation, one build-and-publish.
+
+``POST /admin/reindex``, ``mmsearch index`` and the RQ worker all describe the
+work as a :class:`ReindexRequest`, check it with :func:`check_request` (the same
+messages everywhere) and run it with :func:`reindex`. On its way to a worker
+the request travels as its own JSON (:meth:`ReindexRequest.to_json`), never as
+loose arguments.
+
+``requested_at`` is stamped when the request is made (the API call, the CLI
+run) and kept across retries: publishing is ordered by it, so a re-index that
+was asked for earlier never replaces the snapshot of one asked for later, in
+whatever order they finish (``index.build.SupersededError``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+
+from index.build import ProgressCallback, build_snapshot
+from index.manifest import Manifest
+from index.prototypes import PrototypeOptions
+from index.vector_index import VectorIndex
+from models.datasets import FORMATS, open_dataset
+from models.encoders import Encoder
+from service.events import publish_snapshot_event
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+REINDEX_BATCH_SIZE = 32
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ReindexRequest:
+    """What to index and how; the same object from the route (or CLI) to the builder."""
+
+    source: Path
+    format: str
+    factory: str = "Flat"
+    prototypes: PrototypeOptions = field(default_factory=PrototypeOptions)
+    requested_at: datetime = field(default_factory=_utc_now)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "source": str(self.source),
+                "format": self.format,
+                "factory": self.factory,
+                "prototypes": self.prototypes.to_dict(),
+                "requested_at": self.requested_at.isoformat(),
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ReindexRequest:
+        values = json.loads(text)
+        return cls(
+            source=Path(values["source"]),
+            format=values["format"],
+            factory=values["factory"],
+            prototypes=PrototypeOptions.from_dict(values["prototypes"]),
+            requested_at=datetime.fromisoformat(values["requested_at"]),
+        )
+
+
+class InvalidReindexError(ValueError):
+    """The request cannot run: unknown format, unusable source or factory string."""
+
+
+def check_request(request: ReindexRequest, dim: int | None) -> None:
+    """Raise InvalidReindexError for what would make the build fail at once.
+
+    ``dim``: the encoder's dimension, to check the factory string against; None
+    (the model not loaded here) leaves that check to the process that builds.
+    """
+    if request.format not in FORMATS:
+        raise InvalidReindexError(
+            f"unknown format {request.format!r}; known formats are {sorted(FORMATS)}"
+        )
+    try:
+        exists = request.source.exists()
+    except (OSError, ValueError) as exc:  # a name over NAME_MAX, a NUL byte
+        reason = getattr(exc, "strerror", None) or exc
+        raise InvalidReindexError(f"source is not a usable path: {reason}") from exc
+    if not exists:
+        raise InvalidReindexError(f"source '{request.source}' does not exist")
+    if dim is not None:
+        try:
+            VectorIndex.create(dim, request.factory)
+        except ValueError as exc:
+            raise InvalidReindexError(f"factory {request.factory!r}: {exc}") from exc
+
+
+def reindex(
+    request: ReindexRequest,
+    settings: Settings,
+    encoder: Encoder,
+    progress: ProgressCallback | None = None,
+    *,
+    batch_size: int = REINDEX_BATCH_SIZE,
+) -> Manifest:
+    """Check, build, publish (in request order), prune and announce a snapshot.
+
+    The builder replaces CURRENT only once the snapshot is complete, so a failure
+    or a killed process at any point leaves the live index as it was.
+    """
+    check_request(request, encoder.dim)
+    dataset = open_dataset(request.source, request.format)
+    manifest = build_snapshot(
+        dataset,
+        encoder,
+        settings.index_dir,
+        factory=request.factory,
+        batch_size=batch_size,
+        total=len(dataset),
+        progress=progress,
+        source=str(request.source),
+        fmt=request.format,
+        max_image_pixels=settings.max_image_pixels,
+        prototypes=request.prototypes,
+        requested_at=request.requested_at,
+        keep_older=settings.keep_snapshots,
+    )
+    if settings.redis_url:
+        announce_snapshot(settings.redis_url, manifest.version)
+    return manifest
+
+
+def announce_snapshot(redis_url: str, version: str) -> None:
+    """Tell API processes about a new snapshot; they also poll CURRENT, so a
+    Redis outage here only delays the swap and must not fail a finished build."""
+    try:
+        receivers = publish_snapshot_event(redis_url, version)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        logger.warning("snapshot %s published but the event was not sent: %s", version, exc)
+        return
+    logger.info("snapshot %s published; %d API process(es) notified", version, receivers)
