@@ -29,7 +29,7 @@ __all__ = ["DEFAULT_MODEL", "SPEC_FORMS", "load_encoder", "model_display_name", 
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # Shipped bundle name -> the fingerprint it must load with (``make bundle`` prints it).
-SHIPPED_MODELS: dict[str, str] = {}
+SHIPPED_MODELS: dict[str, str] = {"food-v1": "bundle-c0d306217f78a073"}
 DEFAULT_MODEL = "food-v1"
 
 SPEC_FORMS = (

@@ -60,6 +60,7 @@ def get_embedder(state: StateDep, encoder: EncoderDep) -> Embedder:
         max_upload_bytes=settings.max_upload_bytes,
         max_image_pixels=settings.max_image_pixels,
         max_text_chars=settings.max_request_text_chars,
+        lexicon=state.lexicon,
     )
 
 

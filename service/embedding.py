@@ -18,9 +18,10 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from models.calibration import Calibration
-from models.encoders import Encoder
+from models.encoders import Encoder, l2_normalize
 from models.encoders.base import fuse_modalities
 from models.images import decode_base64_image, decode_image
+from models.lexicon import Lexicon
 from models.types import Recipe
 from service.errors import InvalidQueryError
 from service.limits import check_base64_size
@@ -37,6 +38,7 @@ class Embedder:
     max_upload_bytes: int
     max_image_pixels: int
     max_text_chars: int
+    lexicon: Lexicon | None = None
 
     @property
     def calibration(self) -> Calibration | None:
@@ -48,6 +50,15 @@ class Embedder:
         """One L2-normalised float32 row per input, in input order."""
         self._check_text_size(inputs)
         return await run_in_threadpool(self._decode_and_encode, inputs)
+
+    async def embed_text_query(self, term: EmbedInput) -> np.ndarray:
+        """A (1, dim) row for a typed text query, expanded through the query lexicon:
+        the normalised sum of the text's vector and its gloss's (see models.lexicon)."""
+        gloss = self.lexicon.gloss(term.text or "") if self.lexicon is not None else None
+        if gloss is None:
+            return await self.embed([term])
+        vectors = await self.embed([term, EmbedInput.model_validate({"text": gloss})])
+        return l2_normalize(vectors.sum(axis=0, keepdims=True))
 
     async def embed_fused(self, inputs: Sequence[EmbedInput]) -> np.ndarray:
         """A (1, dim) row: every input is one modality of the same item, fused."""

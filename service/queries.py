@@ -59,6 +59,8 @@ async def term_vector(
         return vector, (term.item_id,)
     if term.tag is not None:
         return await tag_vector(term.tag, embedder, snapshot), ()
+    if term.text is not None:
+        return await embedder.embed_text_query(term), ()
     return await embedder.embed([term]), ()
 
 

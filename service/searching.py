@@ -44,11 +44,11 @@ class ConfidenceScorer:
     calibration: Calibration | None
     query_kind: str = ANY
 
-    def of(self, row_kind: str, similarity: float) -> float | None:
+    def of(self, row_kind: str, similarity: float, rank: int) -> float | None:
         if self.calibration is None:
             return None
         curve = self.calibration.curve(self.query_kind, row_kind)
-        return float(curve(np.asarray([similarity]))[0])
+        return float(curve(np.asarray([similarity]), rank)[0])
 
     def keeps(self, confidence: float | None, minimum: float | None) -> bool:
         return minimum is None or confidence is None or confidence >= minimum
@@ -174,7 +174,7 @@ def match_out(match: ItemMatch, confidence: ConfidenceScorer) -> Match:
         class_name=match.class_name,
         item_score=match.item_score,
         class_score=match.class_score,
-        confidence=confidence.of(match.kind, float(similarity)),
+        confidence=confidence.of(match.kind, float(similarity), match.rank),
         metadata=match.metadata,
     )
 

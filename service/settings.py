@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.lexicon import LEXICONS
 from models.registry import DEFAULT_MODEL
 
 MIB = 1024 * 1024
@@ -53,9 +54,22 @@ class Settings(BaseSettings):
         description="Most characters of text (texts, recipes, tags) embedded for one request",
     )
     max_k: int = Field(1000, description="Largest k accepted by /search")
+    query_lexicon: str = Field(
+        "en-ko-food",
+        description="Bilingual lexicon that expands text queries (models/lexicon.py); 'none': off",
+    )
     reload_interval_s: float = Field(
         2.0, description="How often the API checks CURRENT for a new snapshot"
     )
     host: str = Field("127.0.0.1", description="Bind address for `mmsearch serve`")
     port: int = Field(8000, description="Port for `mmsearch serve`")
     log_level: str = Field("info", description="Python logging level")
+
+    @field_validator("query_lexicon")
+    @classmethod
+    def _known_lexicon(cls, value: str) -> str:
+        if value != "none" and value not in LEXICONS:
+            raise ValueError(
+                f"unknown query lexicon {value!r}; expected one of {LEXICONS} or 'none'"
+            )
+        return value

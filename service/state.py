@@ -32,6 +32,7 @@ from index.layout import clean_stale_staging, read_current
 from index.live import LiveSnapshot
 from index.snapshot import Snapshot
 from models.encoders import Encoder
+from models.lexicon import Lexicon, load_lexicon
 from models.registry import load_encoder
 from models.types import Recipe
 from service.errors import ModelNotReadyError
@@ -62,9 +63,12 @@ class AppState:
     snapshot_events: Closeable | None = None
     loader: asyncio.Task[None] | None = None
     filter_check: FilterFieldCheck = field(default_factory=FilterFieldCheck)
+    lexicon: Lexicon | None = None
 
     def __post_init__(self) -> None:
         self.metrics.watch_snapshot(self.current_snapshot)
+        name = self.settings.query_lexicon
+        self.lexicon = None if name == "none" else load_lexicon(name)
 
     def index_error(self) -> str | None:
         """Why the latest CURRENT could not be loaded (fingerprint, corrupt files)."""

@@ -148,6 +148,11 @@ def select_queries(d: Direction, rows: np.ndarray) -> Direction:
     )
 
 
+def _ranks_like(scores: np.ndarray) -> np.ndarray:
+    """1-based ranks of a (queries, top) block of best-first scores."""
+    return np.broadcast_to(np.arange(1, scores.shape[1] + 1), scores.shape)
+
+
 def top_candidates(d: Direction, top: int = TOP) -> tuple[np.ndarray, np.ndarray]:
     """Scores and labels of each query's ``top`` best candidates, best first."""
     top = min(top, d.similarity.shape[1])
@@ -163,31 +168,44 @@ def halves(n: int) -> tuple[np.ndarray, np.ndarray]:
     return index[index % 2 == 0], index[index % 2 == 1]
 
 
-def fit_curve(scores: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> Curve:
-    """Logistic regression of ``labels`` on ``scores`` (Newton's method, a small ridge).
-
-    With too few positives or negatives to fit, the curve stays flat at their rate
-    instead of inventing a slope.
+def fit_curve(
+    scores: np.ndarray, labels: np.ndarray, ranks: np.ndarray | None = None, l2: float = 1e-3
+) -> Curve:
+    """Logistic regression of ``labels`` on ``scores`` and ln(``ranks``) (Newton's method,
+    a small ridge). A rank term that comes out positive (a worse rank more confident:
+    noise) is dropped and the curve refitted on the score alone. With too few positives
+    or negatives to fit, the curve stays flat at their rate instead of inventing a slope.
     """
     x = np.asarray(scores, dtype=np.float64).ravel()
     y = np.asarray(labels, dtype=np.float64).ravel()
+    r = np.ones_like(x) if ranks is None else np.asarray(ranks, dtype=np.float64).ravel()
     keep = np.isfinite(x)
-    x, y = x[keep], y[keep]
-    features = np.stack([x, np.ones_like(x)], axis=1)
-    w = np.array([1.0, 0.0])
-    for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-np.clip(features @ w, -60, 60)))
-        gradient = features.T @ (p - y) + l2 * np.array([w[0], 0.0])
-        hessian = (features * (p * (1 - p))[:, None]).T @ features + l2 * np.diag([1.0, 0.0])
-        step = np.linalg.solve(hessian + 1e-9 * np.eye(2), gradient)
-        w -= step
-        if np.abs(step).max() < 1e-8:
-            break
+    x, y, r = x[keep], y[keep], r[keep]
+    columns = [x, np.ones_like(x)] + ([np.log(np.maximum(r, 1.0))] if ranks is not None else [])
+    w = _newton(np.stack(columns, axis=1), y, l2)
+    if ranks is not None and w[2] > 0:
+        return fit_curve(x, y, None, l2)
     a = float(w[0])
     if a <= 1e-3 or not np.isfinite(w).all():
         rate = float(np.clip(y.mean() if y.size else 0.5, 1e-4, 1 - 1e-4))
         return Curve(1e-3, float(np.log(rate / (1 - rate))))
-    return Curve(a, float(w[1]))
+    return Curve(a, float(w[1]), float(w[2]) if ranks is not None else 0.0)
+
+
+def _newton(features: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
+    ridge = l2 * np.eye(features.shape[1])
+    ridge[1, 1] = 0.0  # the intercept is not shrunk
+    w = np.zeros(features.shape[1])
+    w[0] = 1.0
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-np.clip(features @ w, -60, 60)))
+        gradient = features.T @ (p - y) + ridge @ w
+        hessian = (features * (p * (1 - p))[:, None]).T @ features + ridge
+        step = np.linalg.solve(hessian + 1e-9 * np.eye(len(w)), gradient)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
 
 
 def expected_calibration_error(
@@ -219,6 +237,7 @@ def fit_calibration(directions: Sequence[Direction]) -> Calibration:
         key: fit_curve(
             np.concatenate([s.ravel() for s, _ in parts]),
             np.concatenate([y.ravel() for _, y in parts]),
+            np.concatenate([_ranks_like(s).ravel() for s, _ in parts]),
         )
         for key, parts in fit.items()
     }
@@ -258,7 +277,7 @@ def report_direction(d: Direction, calibration: Calibration) -> dict[str, Any]:
     _, rows = halves(len(d.similarity))
     held = select_queries(d, rows)
     scores, labels = top_candidates(held)
-    confidence = curve(scores)
+    confidence = curve(scores, _ranks_like(scores))
     rank1_true = labels[:, 0]
     absent = np.where(held.positive, -np.inf, held.similarity).max(axis=1)
     return {
@@ -270,7 +289,7 @@ def report_direction(d: Direction, calibration: Calibration) -> dict[str, Any]:
         "ece_rank1": expected_calibration_error(confidence[:, 0], rank1_true),
         "mean_confidence_rank1": float(confidence[:, 0].mean()),
         "accuracy_rank1": float(rank1_true.mean()),
-        "absent_rank1_above_0.5": float((curve(absent) > 0.5).mean()),
+        "absent_rank1_above_0.5": float((curve(absent, 1) > 0.5).mean()),
         "median_score_rank1_true": _median(scores[rank1_true, 0]),
         "median_score_rank1_false": _median(scores[~rank1_true, 0]),
         "hubness_top3": hubness(d.similarity),

@@ -18,10 +18,10 @@ from tests.service.helpers import make_settings
 
 CURVES = Calibration(
     {
-        "text->recipe": Curve(12.0, -4.0),
-        "*->recipe": Curve(6.0, -2.0),
+        "text->recipe": Curve(12.0, -4.0, -0.5),
+        "*->recipe": Curve(6.0, -2.0, -0.3),
         "image->image": Curve(20.0, -15.0),
-        "*->*": Curve(4.0, -1.0),
+        "*->*": Curve(4.0, -1.0, -0.2),
     }
 )
 
@@ -49,10 +49,10 @@ def test_every_match_carries_the_curve_of_its_direction(calibrated_client: TestC
     matches = _search(calibrated_client, query={"text": "kimchi stew"}, kinds=["recipe"])
     assert matches
     for m in matches:
-        expected = CURVES.confidence("text", "recipe", np.array([m["score"]]))[0]
+        expected = CURVES.confidence("text", "recipe", np.array([m["score"]]), m["rank"])[0]
         assert 0.0 <= m["confidence"] <= 1.0
         assert m["confidence"] == pytest.approx(expected, abs=1e-6)
-    # Higher score, never lower confidence.
+    # Better score and rank, never lower confidence.
     confidences = [m["confidence"] for m in matches]
     assert confidences == sorted(confidences, reverse=True)
 
@@ -62,7 +62,7 @@ def test_queries_without_a_modality_use_the_pooled_curves(
 ) -> None:
     matches = _search(calibrated_client, query={"item_id": tiny_records[0].id}, kinds=["recipe"])
     for m in matches:
-        expected = CURVES.confidence("*", "recipe", np.array([m["score"]]))[0]
+        expected = CURVES.confidence("*", "recipe", np.array([m["score"]]), m["rank"])[0]
         assert m["confidence"] == pytest.approx(expected, abs=1e-6)
 
 
@@ -90,7 +90,7 @@ def test_photo_search_is_judged_by_the_image_curves(
     matches = response.json()["matches"]
     assert matches and matches[0]["id"] == tiny_records[0].id
     for m in matches:
-        expected = CURVES.confidence("image", "image", np.array([m["score"]]))[0]
+        expected = CURVES.confidence("image", "image", np.array([m["score"]]), m["rank"])[0]
         assert m["confidence"] == pytest.approx(expected, abs=1e-6) and expected >= 0.5
 
 
@@ -106,3 +106,20 @@ def test_a_model_without_curves_gives_null_confidence_and_keeps_every_match(
     matches = _search(tiny_client, query={"text": "kimchi stew"}, min_confidence=0.99)
     assert len(matches) == 20
     assert all(m["confidence"] is None for m in matches)
+
+
+def test_english_text_queries_are_expanded_through_the_lexicon(
+    tiny_index_dir: Path, tiny_encoder: TinyEncoder
+) -> None:
+    from service.settings import Settings
+
+    body = {"query": {"text": "spicy pork stew"}, "k": 5}
+    found = {}
+    for lexicon in ("en-ko-food", "none"):
+        settings = make_settings(tiny_index_dir, query_lexicon=lexicon)
+        with TestClient(create_app(settings, encoder=tiny_encoder)) as client:
+            found[lexicon] = _search(client, **body)
+    # The gloss "매운 돼지고기 찌개" moves the query: other scores, same API shape.
+    assert [m["score"] for m in found["en-ko-food"]] != [m["score"] for m in found["none"]]
+    with pytest.raises(ValueError, match="unknown query lexicon"):
+        Settings(query_lexicon="xx")  # type: ignore[call-arg]

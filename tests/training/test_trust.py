@@ -30,6 +30,26 @@ def test_fit_curve_recovers_a_known_logistic_curve() -> None:
     assert curve.b == pytest.approx(-2.0, abs=0.15)
 
 
+def test_fit_curve_recovers_the_rank_term_of_a_known_curve() -> None:
+    rng = np.random.default_rng(4)
+    scores = rng.uniform(-1, 1, 60_000)
+    ranks = rng.integers(1, 11, 60_000)
+    labels = rng.random(60_000) < _sigmoid(6.0 * scores - 1.5 * np.log(ranks) + 0.5)
+    curve = fit_curve(scores, labels, ranks)
+    assert curve.a == pytest.approx(6.0, rel=0.08)
+    assert curve.c == pytest.approx(-1.5, abs=0.15)
+    assert curve.b == pytest.approx(0.5, abs=0.15)
+
+
+def test_a_rank_term_that_favours_worse_ranks_is_dropped() -> None:
+    rng = np.random.default_rng(5)
+    scores = rng.uniform(-1, 1, 20_000)
+    ranks = rng.integers(1, 11, 20_000)
+    labels = rng.random(20_000) < _sigmoid(5.0 * scores + 0.8 * np.log(ranks))
+    curve = fit_curve(scores, labels, ranks)
+    assert curve.c == 0.0 and curve.a > 0
+
+
 def test_fit_curve_without_positives_stays_flat_and_low() -> None:
     curve = fit_curve(np.linspace(0, 1, 50), np.zeros(50, dtype=bool))
     confidence = curve(np.array([0.0, 1.0]))
@@ -78,6 +98,7 @@ def test_calibration_falls_back_to_the_row_kind_then_to_all_pairs() -> None:
     [
         {"image->recipe": {"a": 1.0, "b": 0.0}},  # no pooled curve
         {"*->*": {"a": -1.0, "b": 0.0}},  # a decreasing curve
+        {"*->*": {"a": 1.0, "b": 0.0, "c": 0.5}},  # worse ranks more confident
         {"*->*": {"a": 1.0}},
         ["*->*"],
     ],
