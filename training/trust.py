@@ -226,22 +226,43 @@ def expected_calibration_error(
 
 
 def fit_calibration(directions: Sequence[Direction]) -> Calibration:
-    """Curves from the fit half of each direction, pooled by row kind and over all."""
-    fit: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    """Curves from the fit half of each direction, pooled by row kind and over all.
+
+    Each curve is fitted twice, with the rank term and on the score alone, and the one
+    with the lower (calibration error + share of absent-item queries above 0.5) on the
+    fit half is kept. The rank term makes rank 1 trustworthy where validation queries
+    almost always find their item (a typed title finds its recipe): there it would also
+    make a dish the catalog lacks look certain, and the score-only curve wins.
+    """
+    members: dict[str, list[Direction]] = {}
     for d in directions:
-        scores, labels = top_candidates(d)
-        rows, _ = halves(len(scores))
+        fit_rows, _ = halves(len(d.similarity))
         for key in (d.name, direction(ANY, d.row_kind), direction(ANY, ANY)):
-            fit.setdefault(key, []).append((scores[rows], labels[rows]))
-    curves = {
-        key: fit_curve(
-            np.concatenate([s.ravel() for s, _ in parts]),
-            np.concatenate([y.ravel() for _, y in parts]),
-            np.concatenate([_ranks_like(s).ravel() for s, _ in parts]),
-        )
-        for key, parts in fit.items()
-    }
-    return Calibration(curves)
+            members.setdefault(key, []).append(select_queries(d, fit_rows))
+    return Calibration({key: _best_curve(parts) for key, parts in members.items()})
+
+
+def _best_curve(parts: Sequence[Direction]) -> Curve:
+    tops = [top_candidates(d) for d in parts]
+    scores = np.concatenate([s.ravel() for s, _ in tops])
+    labels = np.concatenate([y.ravel() for _, y in tops])
+    ranks = np.concatenate([_ranks_like(s).ravel() for s, _ in tops])
+    candidates = [fit_curve(scores, labels, ranks), fit_curve(scores, labels)]
+    return min(candidates, key=lambda curve: _fit_cost(curve, parts))
+
+
+def _fit_cost(curve: Curve, parts: Sequence[Direction]) -> float:
+    cost = 0.0
+    for d in parts:
+        scores, labels = top_candidates(d)
+        cost += expected_calibration_error(curve(scores, _ranks_like(scores)), labels)
+        cost += float((curve(_absent_scores(d), 1) > 0.5).mean())
+    return cost / len(parts)
+
+
+def _absent_scores(d: Direction) -> np.ndarray:
+    """Each query's best score once its true items are gone from the catalog."""
+    return np.where(d.positive, -np.inf, d.similarity).max(axis=1)
 
 
 # --------------------------------------------------------------------------- report
@@ -279,7 +300,7 @@ def report_direction(d: Direction, calibration: Calibration) -> dict[str, Any]:
     scores, labels = top_candidates(held)
     confidence = curve(scores, _ranks_like(scores))
     rank1_true = labels[:, 0]
-    absent = np.where(held.positive, -np.inf, held.similarity).max(axis=1)
+    absent = _absent_scores(held)
     return {
         "dataset": d.dataset,
         "queries_reported": int(len(rows)),
