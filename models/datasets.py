@@ -91,7 +91,12 @@ def parse_cooking_minutes(value: Any) -> int | None:
 
 
 def _absolute(root: Path, relpath: str) -> Path:
-    return Path(os.path.normpath(root / relpath))
+    """A record's image path inside its dataset folder; DatasetError when it leaves it
+    (``../``, an absolute path): a catalog indexes its own files, nothing else."""
+    path = Path(os.path.normpath(root / relpath))
+    if not path.is_relative_to(os.path.normpath(root)):
+        raise DatasetError(f"image path {relpath!r} leaves the dataset folder {root}")
+    return path
 
 
 def _require_file(path: Path, fmt: str, what: str) -> Path:

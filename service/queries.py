@@ -27,7 +27,9 @@ from service.errors import InvalidQueryError
 from service.schemas import ComposeTerm, EmbedInput, QueryTerm, SearchQuery
 from service.searching import item_query_vector, raw_query_vector
 
-EMBEDDED_MODALITIES = frozenset({"text", "image", "recipe"})
+# Embedded together as one batch; a text term goes alone, through the query lexicon,
+# so that a one-term composition is exactly the plain search.
+BATCHED_MODALITIES = frozenset({"image", "recipe"})
 # What a query counts as for confidence curves: a tag is a typed class name; raw
 # vectors, stored items and compositions have no one modality (the pooled curve).
 _CONFIDENCE_KINDS = {"text": "text", "image": "image", "recipe": "recipe", "tag": "text"}
@@ -69,7 +71,8 @@ async def tag_vector(tag: str, embedder: Embedder, snapshot: Snapshot) -> np.nda
     prototype = snapshot.prototypes.vector_of(tag)
     if prototype is not None:
         return np.array(prototype, dtype=np.float32)[None, :]
-    return await embedder.embed([EmbedInput.model_validate({"text": class_text(tag)})])
+    # The same reading as a typed text query, lexicon expansion included.
+    return await embedder.embed_text_query(EmbedInput.model_validate({"text": class_text(tag)}))
 
 
 async def composed_vector(
@@ -94,12 +97,12 @@ async def _term_vectors(
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """(n_terms, dim) unit vectors; embedded terms go to the encoder as one batch."""
     units = np.zeros((len(terms), snapshot.manifest.dim), dtype=np.float32)
-    embedded = [i for i, term in enumerate(terms) if term.modality in EMBEDDED_MODALITIES]
+    embedded = [i for i, term in enumerate(terms) if term.modality in BATCHED_MODALITIES]
     if embedded:
         units[embedded] = await embedder.embed([terms[i] for i in embedded])
     exclude: list[str] = []
     for i, term in enumerate(terms):
-        if term.modality not in EMBEDDED_MODALITIES:
+        if term.modality not in BATCHED_MODALITIES:
             vector, excluded = await term_vector(term, embedder, snapshot)
             units[i] = vector[0]
             exclude += excluded

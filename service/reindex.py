@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,11 +79,15 @@ class InvalidReindexError(ValueError):
     """The request cannot run: unknown format, unusable source or factory string."""
 
 
-def check_request(request: ReindexRequest, dim: int | None) -> None:
+def check_request(
+    request: ReindexRequest, dim: int | None, data_roots: Sequence[Path] | None = None
+) -> None:
     """Raise InvalidReindexError for what would make the build fail at once.
 
     ``dim``: the encoder's dimension, to check the factory string against; None
     (the model not loaded here) leaves that check to the process that builds.
+    ``data_roots`` (``MMSEARCH_DATA_ROOTS``): when set, the source must lie inside
+    one of them, so an admin token cannot index (and expose) any readable path.
     """
     if request.format not in FORMATS:
         raise InvalidReindexError(
@@ -95,11 +100,20 @@ def check_request(request: ReindexRequest, dim: int | None) -> None:
         raise InvalidReindexError(f"source is not a usable path: {reason}") from exc
     if not exists:
         raise InvalidReindexError(f"source '{request.source}' does not exist")
+    if data_roots and not _inside_any(request.source, data_roots):
+        raise InvalidReindexError(
+            f"source '{request.source}' is outside the allowed data roots (MMSEARCH_DATA_ROOTS)"
+        )
     if dim is not None:
         try:
             VectorIndex.create(dim, request.factory)
         except ValueError as exc:
             raise InvalidReindexError(f"factory {request.factory!r}: {exc}") from exc
+
+
+def _inside_any(source: Path, roots: Sequence[Path]) -> bool:
+    resolved = source.resolve()  # symlinks and '..' cannot lead out of a root
+    return any(resolved.is_relative_to(root.resolve()) for root in roots)
 
 
 def reindex(
@@ -115,7 +129,7 @@ def reindex(
     The builder replaces CURRENT only once the snapshot is complete, so a failure
     or a killed process at any point leaves the live index as it was.
     """
-    check_request(request, encoder.dim)
+    check_request(request, encoder.dim, settings.data_roots)
     dataset = open_dataset(request.source, request.format)
     manifest = build_snapshot(
         dataset,

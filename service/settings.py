@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     )
     queue_name: str = Field("mmsearch-reindex", description="RQ queue name")
     job_timeout_s: int = Field(6 * 3600, description="Longest a re-index job may run")
+    data_roots: list[Path] | None = Field(
+        None,
+        description="Folders re-index sources must lie in (JSON list); unset: any path",
+    )
     keep_snapshots: int = Field(
         2,
         ge=0,

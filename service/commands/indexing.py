@@ -27,7 +27,7 @@ def index_catalog(
         raise CommandInputError("--batch-size must be at least 1")
     request = ReindexRequest(source, fmt, factory, prototypes or PrototypeOptions())
     try:
-        check_request(request, dim=None)  # before the model loads: a typo fails fast
+        check_request(request, None, settings.data_roots)  # before the model loads
         encoder = load_encoder_for(settings)
         return reindex(request, settings, encoder, progress, batch_size=batch_size)
     except InvalidReindexError as exc:

@@ -59,7 +59,8 @@ async def reindex(
     # The factory is checked against the model's dimension once the model is loaded
     # here; otherwise by the process that builds, with the same message.
     dim = state.encoder.dim if state.encoder is not None else None
-    await run_in_threadpool(check_request, reindex_request, dim)  # stats the source path
+    roots = state.settings.data_roots
+    await run_in_threadpool(check_request, reindex_request, dim, roots)  # stats the source
     job_id = await run_in_threadpool(jobs.enqueue_reindex, reindex_request)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job_id))
     return ReindexAccepted(job_id=job_id)

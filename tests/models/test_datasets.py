@@ -266,3 +266,12 @@ def test_split_records_deterministic() -> None:
     assert split_records(records, 0.0)[1] == [] and split_records(records, 1.0)[0] == []
     with pytest.raises(ValueError):
         split_records(records, 1.5)
+
+
+@pytest.mark.parametrize("image", ["../outside.jpg", "img/../../outside.jpg", "/etc/passwd"])
+def test_jsonl_image_paths_may_not_leave_the_dataset(tmp_path: Path, image: str) -> None:
+    root = tmp_path / "dataset"
+    root.mkdir()
+    _write_jsonl(root / "items.jsonl", [{"id": "x", "image": image, "text": "a bowl"}])
+    with pytest.raises(DatasetError, match="leaves the dataset folder"):
+        list(open_dataset(root, "jsonl"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,3 +124,19 @@ def test_reindex_job_succeeds_and_the_new_snapshot_goes_live(
     assert ready.status_code == 200
     assert ready.json()["index_version"] == job["index_version"]
     assert ready.json()["items"] == 12
+
+
+def test_sources_outside_the_data_roots_are_refused(
+    tiny_encoder: Encoder, kfood_sample: Path, tmp_path: Path
+) -> None:
+    allowed = tmp_path / "allowed"
+    shutil.copytree(kfood_sample, allowed / "kfood")
+    (allowed / "link").symlink_to(kfood_sample, target_is_directory=True)
+    settings = make_settings(tmp_path / "index", data_roots=[allowed])
+    with TestClient(create_app(settings, encoder=tiny_encoder)) as client:
+        for source in (kfood_sample, allowed / "link"):  # the link leads out of the root
+            response = _reindex(client, {"source": str(source), "format": "kfood"}, AUTH)
+            assert response.status_code == 422
+            assert "outside the allowed data roots" in response.json()["detail"]
+        inside = {"source": str(allowed / "kfood"), "format": "kfood"}
+        assert _reindex(client, inside, AUTH).status_code == 202

@@ -63,13 +63,14 @@ def test_single_image_and_vector_terms_equal_plain_search(
 
 
 def test_composition_searches_the_normalised_weighted_sum(tiny_client: TestClient) -> None:
-    pasta, salt, pizza = _embed(tiny_client, "pasta", "salt", "pizza")
+    # Words outside the query lexicon: /embed and a search read them the same way.
+    ramen, salt, burrito = _embed(tiny_client, "ramen", "salt", "burrito")
     terms = [
-        {"text": "pasta", "weight": 1},
+        {"text": "ramen", "weight": 1},
         {"text": "salt", "weight": -1},
-        {"text": "pizza", "weight": 0.5},
+        {"text": "burrito", "weight": 0.5},
     ]
-    total = pasta - salt + 0.5 * pizza
+    total = ramen - salt + 0.5 * burrito
 
     composed = _search(tiny_client, query={"compose": terms}, k=10)
     by_vector = _search(
