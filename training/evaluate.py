@@ -64,7 +64,7 @@ def rsum(*directions: dict[str, float]) -> float:
 # --------------------------------------------------------------------------- datasets
 
 
-def _load_images(records: Sequence[CatalogRecord]) -> tuple[list[CatalogRecord], list]:
+def readable_images(records: Sequence[CatalogRecord]) -> tuple[list[CatalogRecord], list]:
     kept, images = [], []
     for record in records:
         if record.image_path is None:
@@ -77,7 +77,7 @@ def _load_images(records: Sequence[CatalogRecord]) -> tuple[list[CatalogRecord],
     return kept, images
 
 
-def _encode_images(
+def encode_images(
     encoder: Encoder, images: list, progress: ProgressCallback | None, batch: int = 64
 ) -> np.ndarray:
     parts = []
@@ -93,10 +93,10 @@ def evaluate_kfood(
 ) -> dict[str, object]:
     """image -> recipe and recipe -> image over every record with both."""
     both = [r for r in records if r.recipe is not None and r.image_path is not None]
-    kept, images = _load_images(both)
+    kept, images = readable_images(both)
     if len(kept) < 2:
         raise ValueError("kfood evaluation needs at least two recipes with readable photos")
-    image_vecs = _encode_images(encoder, images, progress)
+    image_vecs = encode_images(encoder, images, progress)
     recipe_vecs = encoder.encode_recipes([r.recipe for r in kept if r.recipe is not None])
     result: dict[str, object] = {
         "dataset": "kfood",
@@ -114,10 +114,10 @@ def evaluate_flickr(
     encoder: Encoder, records: Sequence[CatalogRecord], progress: ProgressCallback | None = None
 ) -> dict[str, object]:
     """image -> text (any of its captions) and text -> image, with RSUM."""
-    kept, images = _load_images([r for r in records if r.texts])
+    kept, images = readable_images([r for r in records if r.texts])
     if len(kept) < 2:
         raise ValueError("flickr evaluation needs at least two captioned images")
-    image_vecs = _encode_images(encoder, images, progress)
+    image_vecs = encode_images(encoder, images, progress)
     captions = [t for r in kept for t in r.texts]
     owner = np.asarray([i for i, r in enumerate(kept) for _ in r.texts])
     text_vecs = encoder.encode_texts(captions)

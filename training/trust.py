@@ -32,9 +32,9 @@ import numpy as np
 
 from models.calibration import ANY, Calibration, Curve, direction
 from models.encoders.base import Encoder
-from models.images import InvalidImageError, load_image
 from models.prototype_math import class_text
 from models.types import CatalogRecord
+from training.evaluate import encode_images, readable_images
 
 TOP = 10  # candidates per query that calibration sees: what a user is shown
 BINS = 10
@@ -63,27 +63,9 @@ class Direction:
 Progress = Callable[[str], None]
 
 
-def _images(records: Sequence[CatalogRecord]) -> tuple[list[CatalogRecord], list[Any]]:
-    kept, images = [], []
-    for record in records:
-        if record.image_path is None:
-            continue
-        try:
-            images.append(load_image(record.image_path))
-        except InvalidImageError:
-            continue
-        kept.append(record)
-    return kept, images
-
-
-def _encode_images(encoder: Encoder, images: list[Any], batch: int = 32) -> np.ndarray:
-    parts = [encoder.encode_images(images[i : i + batch]) for i in range(0, len(images), batch)]
-    return np.concatenate(parts) if parts else np.empty((0, encoder.dim), np.float32)
-
-
 def kfood_directions(encoder: Encoder, records: Sequence[CatalogRecord]) -> list[Direction]:
-    kept, images = _images([r for r in records if r.recipe is not None])
-    photos = _encode_images(encoder, images)
+    kept, images = readable_images([r for r in records if r.recipe is not None])
+    photos = encode_images(encoder, images, None)
     recipes = encoder.encode_recipes([r.recipe for r in kept if r.recipe is not None])
     titles = encoder.encode_texts([r.recipe.title for r in kept if r.recipe is not None])
     same = np.eye(len(kept), dtype=bool)
@@ -96,8 +78,8 @@ def kfood_directions(encoder: Encoder, records: Sequence[CatalogRecord]) -> list
 
 
 def flickr_directions(encoder: Encoder, records: Sequence[CatalogRecord]) -> list[Direction]:
-    kept, images = _images([r for r in records if r.texts])
-    photos = _encode_images(encoder, images)
+    kept, images = readable_images([r for r in records if r.texts])
+    photos = encode_images(encoder, images, None)
     captions = [t for r in kept for t in r.texts]
     owner = np.asarray([i for i, r in enumerate(kept) for _ in r.texts])
     texts = encoder.encode_texts(captions)
@@ -109,8 +91,8 @@ def flickr_directions(encoder: Encoder, records: Sequence[CatalogRecord]) -> lis
 
 
 def food101_directions(encoder: Encoder, records: Sequence[CatalogRecord]) -> list[Direction]:
-    kept, images = _images([r for r in records if r.label is not None])
-    photos = _encode_images(encoder, images)
+    kept, images = readable_images([r for r in records if r.label is not None])
+    photos = encode_images(encoder, images, None)
     labels = np.asarray([str(r.label) for r in kept])
     classes = sorted(set(labels))
     names = encoder.encode_texts([class_text(c) for c in classes])
@@ -341,8 +323,8 @@ def reference_queries(
     hubness correction measures each candidate against (never the validation queries)."""
     step = max(1, len(records) // limit)
     sample = list(records)[::step][:limit]
-    kept, images = _images(sample)
-    out = {"image": _encode_images(encoder, images)}
+    kept, images = readable_images(sample)
+    out = {"image": encode_images(encoder, images, None)}
     texts = [t for r in kept for t in r.texts[:1]]
     if dataset == "kfood":
         texts = [r.recipe.title for r in kept if r.recipe is not None]
