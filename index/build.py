@@ -319,6 +319,7 @@ def build_snapshot(
     prototypes: PrototypeOptions | None = None,
     requested_at: datetime | None = None,
     keep_older: int | None = None,
+    min_kept_share: float = 0.0,
 ) -> Manifest:
     """Encode ``records`` into a new snapshot under ``index_dir``; returns its manifest.
 
@@ -348,7 +349,7 @@ def build_snapshot(
         manifest.write(staging)
         fsync_dir(staging)
         if publish_snapshot:
-            _publish_in_order(index_dir, staging, manifest)
+            _publish_in_order(index_dir, staging, manifest, min_kept_share)
         else:
             install(index_dir, staging, manifest.version)
     if publish_snapshot and keep_older is not None:
@@ -399,6 +400,10 @@ class SupersededError(BuildError):
     """The live snapshot answers a newer request than this build's: it stays live."""
 
 
+class ShrinkRefusedError(BuildError):
+    """The new snapshot would keep too small a share of the live one's vectors."""
+
+
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
@@ -431,8 +436,33 @@ def _check_not_superseded(index_dir: Path, requested_at: str | None) -> None:
         )
 
 
-def _publish_in_order(index_dir: Path, staging: Path, manifest: Manifest) -> None:
-    """Make the snapshot CURRENT unless a newer request's snapshot is live already."""
+def _publish_in_order(
+    index_dir: Path, staging: Path, manifest: Manifest, min_kept_share: float = 0.0
+) -> None:
+    """Make the snapshot CURRENT unless a newer request's snapshot is live already, or
+    unless it keeps less than ``min_kept_share`` of the live snapshot's vectors."""
     with publish_lock(index_dir):
         _check_not_superseded(index_dir, manifest.requested_at)
+        _check_kept_share(index_dir, manifest, min_kept_share)
         publish(index_dir, staging, manifest.version)
+
+
+def _check_kept_share(index_dir: Path, manifest: Manifest, min_kept_share: float) -> None:
+    """A source whose photos all went missing would replace a full index with a text-only
+    one without a word: refuse a snapshot that drops most of the live vectors."""
+    if not min_kept_share:
+        return
+    try:
+        live = read_current(index_dir)
+        if live is None:
+            return
+        live_vectors = Manifest.read(index_dir / str(live)).n_vectors
+    except SnapshotError:  # an unreadable live snapshot is nothing to protect
+        return
+    if manifest.n_vectors < min_kept_share * live_vectors:
+        raise ShrinkRefusedError(
+            f"this re-index would keep {manifest.n_vectors} of the live snapshot's "
+            f"{live_vectors} vectors ({manifest.skipped} inputs unreadable), less than the "
+            f"{min_kept_share:.0%} MMSEARCH_MIN_KEPT_SHARE allows: check the source "
+            "(missing images?), or send it again with force"
+        )

@@ -125,6 +125,9 @@ def index_command(
         Path | None,
         typer.Option(help="Extra zero-shot classes: JSON list / {name: description}, or lines"),
     ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Publish even if most of the live snapshot's vectors would go")
+    ] = False,
 ) -> None:
     """Build a snapshot of SOURCE and make it live."""
     from service.commands.indexing import index_catalog, prototype_options
@@ -142,6 +145,7 @@ def index_command(
             batch_size=batch_size,
             progress=report,
             prototypes=prototypes,
+            force=force,
         )
     print_manifest(manifest)
 

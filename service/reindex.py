@@ -50,6 +50,7 @@ class ReindexRequest:
     factory: str = "Flat"
     prototypes: PrototypeOptions = field(default_factory=PrototypeOptions)
     requested_at: datetime = field(default_factory=_utc_now)
+    force: bool = False  # publish even when most of the live vectors would go
 
     def to_json(self) -> str:
         return json.dumps(
@@ -59,6 +60,7 @@ class ReindexRequest:
                 "factory": self.factory,
                 "prototypes": self.prototypes.to_dict(),
                 "requested_at": self.requested_at.isoformat(),
+                "force": self.force,
             },
             ensure_ascii=False,
         )
@@ -72,6 +74,7 @@ class ReindexRequest:
             factory=values["factory"],
             prototypes=PrototypeOptions.from_dict(values["prototypes"]),
             requested_at=datetime.fromisoformat(values["requested_at"]),
+            force=bool(values.get("force", False)),
         )
 
 
@@ -145,6 +148,7 @@ def reindex(
         prototypes=request.prototypes,
         requested_at=request.requested_at,
         keep_older=settings.keep_snapshots,
+        min_kept_share=0.0 if request.force else settings.min_kept_share,
     )
     if settings.redis_url:
         announce_snapshot(settings.redis_url, manifest.version)

@@ -438,6 +438,11 @@ class ReindexIn(_Strict):
         description="Extra class names (list, or {name: description}): zero-shot prototypes",
         examples=[{"떡볶이": "매콤한 떡 요리"}],
     )
+    force: bool = Field(
+        False,
+        description="Publish even when the new snapshot keeps less than MMSEARCH_MIN_KEPT_SHARE "
+        "of the live snapshot's vectors",
+    )
 
     @field_validator("source")
     @classmethod

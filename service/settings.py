@@ -41,6 +41,13 @@ class Settings(BaseSettings):
         None,
         description="Folders re-index sources must lie in (JSON list); unset: any path",
     )
+    min_kept_share: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="A re-index that keeps less than this share of the live vectors is refused "
+        "unless forced (0: never refused)",
+    )
     keep_snapshots: int = Field(
         2,
         ge=0,

@@ -21,11 +21,12 @@ def index_catalog(
     batch_size: int,
     progress: ProgressCallback | None = None,
     prototypes: PrototypeOptions | None = None,
+    force: bool = False,
 ) -> Manifest:
     """The same re-index the jobs run (checks included), with the CLI's batch size."""
     if batch_size < 1:
         raise CommandInputError("--batch-size must be at least 1")
-    request = ReindexRequest(source, fmt, factory, prototypes or PrototypeOptions())
+    request = ReindexRequest(source, fmt, factory, prototypes or PrototypeOptions(), force=force)
     try:
         check_request(request, None, settings.data_roots)  # before the model loads
         encoder = load_encoder_for(settings)

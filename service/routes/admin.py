@@ -20,7 +20,9 @@ ADMIN_ERRORS = error_responses(401, 403, 503)  # 503: the job queue (Redis) is u
 
 
 def _reindex_request(body: ReindexIn) -> ReindexRequest:
-    return ReindexRequest(Path(body.source), body.format, body.factory, _prototype_options(body))
+    return ReindexRequest(
+        Path(body.source), body.format, body.factory, _prototype_options(body), force=body.force
+    )
 
 
 def _prototype_options(body: ReindexIn) -> PrototypeOptions:

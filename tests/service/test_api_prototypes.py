@@ -149,8 +149,9 @@ def test_reindex_rebuilds_prototypes_with_the_requested_options(
     index_dir = tmp_path / "index"
     build_snapshot(make_records(tmp_path / "a", 9), tiny_encoder, index_dir)
     source = _write_jsonl(tmp_path, make_records(tmp_path / "b", 12, prefix="new"))
+    # force: the new catalog has photo rows only, a third of the live snapshot's rows.
     body = {"source": str(source), "format": "jsonl", "class_field": "cuisine",
-            "zero_shot_classes": {"한정식": "여러 반찬"}, "shots": 2}  # fmt: skip
+            "zero_shot_classes": {"한정식": "여러 반찬"}, "shots": 2, "force": True}  # fmt: skip
     with TestClient(create_app(make_settings(index_dir), encoder=tiny_encoder)) as client:
         before = client.get("/classes").json()
         accepted = client.post("/admin/reindex", json=body, headers=AUTH)

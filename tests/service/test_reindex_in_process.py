@@ -7,6 +7,7 @@ serves it; old snapshots are pruned down to ``keep_snapshots`` beside the live o
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +18,12 @@ from fastapi.testclient import TestClient
 
 import service.state
 import service.tasks
+from index.build import ShrinkRefusedError
 from index.layout import list_versions, read_current
 from service.app import create_app
 from service.commands import CommandInputError
 from service.commands.indexing import index_catalog
-from service.reindex import InvalidReindexError, ReindexRequest
+from service.reindex import InvalidReindexError, ReindexRequest, reindex
 from service.state import AppState
 from tests.index.tiny_encoder import TinyEncoder
 from tests.service.helpers import ADMIN_TOKEN, make_settings
@@ -144,3 +146,21 @@ def test_route_cli_and_worker_refuse_a_bad_request_with_the_same_message(
 def test_a_request_survives_its_json_round_trip_request_time_included() -> None:
     request = ReindexRequest(Path("/data/kfood"), "kfood", "HNSW32")
     assert ReindexRequest.from_json(request.to_json()) == request
+    forced = ReindexRequest(Path("/data/kfood"), "kfood", force=True)
+    assert ReindexRequest.from_json(forced.to_json()) == forced
+
+
+def test_a_reindex_that_loses_most_vectors_is_refused_unless_forced(
+    kfood_sample: Path, tmp_path: Path, tiny_encoder: TinyEncoder
+) -> None:
+    settings = make_settings(tmp_path / "index")
+    full = reindex(ReindexRequest(kfood_sample, "kfood"), settings, tiny_encoder)
+    photoless = shutil.copytree(kfood_sample, tmp_path / "photoless")
+    shutil.rmtree(photoless / "images")  # every photo gone: a recipe-only index
+    with pytest.raises(ShrinkRefusedError, match="would keep 12 of the live snapshot's 24"):
+        reindex(ReindexRequest(photoless, "kfood"), settings, tiny_encoder)
+    assert read_current(settings.index_dir) == full.version  # the live index is untouched
+    assert len(list_versions(settings.index_dir)) == 1  # and the refused build left nothing
+    forced = reindex(ReindexRequest(photoless, "kfood", force=True), settings, tiny_encoder)
+    assert read_current(settings.index_dir) == forced.version
+    assert forced.n_vectors == 12
