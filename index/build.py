@@ -1,11 +1,12 @@
 """Batch (re-)index pipeline: records -> vectors + catalog -> FAISS -> published snapshot.
 
 Streaming: records are read, decoded and encoded ``batch_size`` at a time;
-vectors are appended to a raw float32 spool file and catalog rows committed per
-batch, so memory holds one batch of images at a time (plus the FAISS index when
-it is built at the end). Every file goes into ``<index_dir>/.staging-<version>``,
-which is published atomically only once complete (see :mod:`index.layout`): a
-build that fails or is killed never touches CURRENT or the live snapshot.
+vectors are appended to ``vectors.npy`` with plain writes (:mod:`index.spool`)
+and catalog rows committed per batch, so memory holds one batch of images at a
+time (plus the FAISS index when it is built at the end). Every file goes into
+``<index_dir>/.staging-<version>``, which is published atomically only once
+complete (see :mod:`index.layout`): a build that fails or is killed never
+touches CURRENT or the live snapshot, and a full disk fails it with DiskFullError.
 
 One row per modality: the image (kind ``image``), each non-blank text (kind
 ``text``) and the recipe (kind ``recipe``). Unreadable images are skipped,
@@ -18,11 +19,14 @@ from them (:mod:`index.prototypes`), so every (re-)index rebuilds it.
 
 from __future__ import annotations
 
+import errno
 import logging
-import os
+import shutil
+import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import islice
@@ -49,6 +53,7 @@ from index.layout import (
 from index.manifest import Manifest
 from index.prototypes import PrototypeOptions, PrototypeTable, build_prototype_table
 from index.snapshot import CATALOG_FILE, INDEX_FILE, VECTORS_FILE
+from index.spool import NpySpool
 from index.vector_index import VectorIndex
 from models.encoders.base import Encoder
 from models.images import DEFAULT_MAX_PIXELS, InvalidImageError, load_image
@@ -56,13 +61,47 @@ from models.types import CatalogRecord, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
-SPOOL_FILE = "vectors.f32"
 MAX_TRAINING_VECTORS = 200_000
 _COPY_CHUNK_ROWS = 65_536
 
 
 class BuildError(Exception):
     """The dataset cannot be turned into a snapshot (empty, duplicate ids, ...)."""
+
+
+class DiskFullError(BuildError):
+    """The file system holding the index filled up while the snapshot was written."""
+
+
+_LOW_SPACE_BYTES = 1 << 20
+
+
+def _is_disk_full(exc: BaseException, index_dir: Path) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+        return True  # SQLite: "database or disk is full"
+    if not isinstance(exc, RuntimeError):
+        return False
+    # FAISS reports a failed fwrite as a RuntimeError; the errno text is not guaranteed.
+    return "No space left" in str(exc) or shutil.disk_usage(index_dir).free < _LOW_SPACE_BYTES
+
+
+@contextmanager
+def _full_disk_reported(index_dir: Path) -> Iterator[None]:
+    """A full disk fails the build with a message an admin can act on; nothing is written
+    through a memory map (see :mod:`index.spool`), so it is always an exception, never SIGBUS."""
+    try:
+        yield
+    except (OSError, sqlite3.Error, RuntimeError) as exc:
+        if not _is_disk_full(exc, index_dir):
+            raise
+        free_mib = shutil.disk_usage(index_dir).free / (1 << 20)
+        raise DiskFullError(
+            f"the disk holding the index folder is full ({free_mib:.1f} MiB free while "
+            f"writing the new snapshot: {exc}); the live snapshot is untouched: free some "
+            "space (or lower MMSEARCH_KEEP_SNAPSHOTS) and re-index again"
+        ) from exc
 
 
 @dataclass
@@ -146,38 +185,6 @@ def _encode_batch(
 # --------------------------------------------------------------------------- staging files
 
 
-class _VectorSpool:
-    """Append-only raw float32 file; converted to ``vectors.npy`` at the end."""
-
-    def __init__(self, path: Path, dim: int) -> None:
-        self.path = path
-        self.dim = dim
-        self.n_rows = 0
-        self._fh = open(path, "wb")  # noqa: SIM115 - closed in finish()/close()
-
-    def append(self, vectors: np.ndarray) -> None:
-        self._fh.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
-        self.n_rows += vectors.shape[0]
-
-    def close(self) -> None:
-        self._fh.close()
-
-    def finish(self, npy_path: Path) -> np.ndarray:
-        """Write ``npy_path`` (fsynced), delete the spool; returns a read-only memmap."""
-        self._fh.close()
-        shape = (self.n_rows, self.dim)
-        raw = np.memmap(self.path, dtype=np.float32, mode="r", shape=shape)
-        out = np.lib.format.open_memmap(npy_path, mode="w+", dtype=np.float32, shape=shape)
-        for start in range(0, self.n_rows, _COPY_CHUNK_ROWS):
-            out[start : start + _COPY_CHUNK_ROWS] = raw[start : start + _COPY_CHUNK_ROWS]
-        out.flush()
-        del out, raw
-        with open(npy_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        self.path.unlink()
-        return np.load(npy_path, mmap_mode="r")
-
-
 def _training_sample(vectors: np.ndarray) -> np.ndarray:
     n = vectors.shape[0]
     if n <= MAX_TRAINING_VECTORS:
@@ -227,7 +234,7 @@ def _encode_catalog(
     counts = _BuildCounts()
     seen: set[str] = set()
     writer = CatalogWriter(staging / CATALOG_FILE)
-    spool = _VectorSpool(staging / SPOOL_FILE, encoder.dim)
+    spool = NpySpool(staging / VECTORS_FILE, encoder.dim)
     bar = tqdm(total=options.total, unit="item", desc="indexing", file=sys.stderr, disable=None)
     try:
         if options.progress is not None:
@@ -241,7 +248,7 @@ def _encode_catalog(
                 options.progress(counts.records, options.total)
         _check_not_empty(counts, spool.n_rows)
         writer.finish()
-        return counts, spool.finish(staging / VECTORS_FILE)
+        return counts, spool.finish()
     finally:
         bar.close()
         spool.close()
@@ -269,7 +276,7 @@ def _store_batch(
     batch: Sequence[CatalogRecord],
     encoded: _EncodedBatch,
     writer: CatalogWriter,
-    spool: _VectorSpool,
+    spool: NpySpool,
     counts: _BuildCounts,
 ) -> None:
     with_rows = {item_id for item_id, _ in encoded.rows}
@@ -343,7 +350,7 @@ def build_snapshot(
     if publish_snapshot:
         _check_not_superseded(index_dir, stamp)
     options = _BuildOptions(batch_size, total, progress, max_image_pixels)
-    with claim_staging(index_dir, new_version()) as staging:
+    with claim_staging(index_dir, new_version()) as staging, _full_disk_reported(index_dir):
         manifest = _write_snapshot(records, encoder, staging, options, factory, prototypes)
         manifest = replace(manifest, source=source, format=fmt, requested_at=stamp)
         manifest.write(staging)
