@@ -54,8 +54,11 @@ EncoderDep = Annotated[Encoder, Depends(get_encoder)]
 
 def get_embedder(state: StateDep, encoder: EncoderDep) -> Embedder:
     settings = state.settings
+    if state.batcher is None:
+        raise ModelNotReadyError(model_not_ready_message(state))
     return Embedder(
         encoder=encoder,
+        batcher=state.batcher,
         lock=state.encoder_lock,
         max_upload_bytes=settings.max_upload_bytes,
         max_image_pixels=settings.max_image_pixels,

@@ -1,17 +1,17 @@
 """Validated inputs -> vectors, off the event loop.
 
-Pre / core split (as infinity does): decoding (base64, PIL) happens in the worker
-thread without the encoder lock, so requests decode in parallel; only the encode_*
-calls are serialised, because encoders are not necessarily thread-safe. Inputs of
-one kind go to the encoder as one batch.
+Pre / core split (as infinity does): decoding (base64, PIL) runs in the thread pool,
+so requests decode in parallel; the decoded inputs then go to the encode batcher
+(service.batching), which encodes the inputs of concurrent requests together, one
+modality queue each, in the one thread that owns the encoder.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -23,18 +23,19 @@ from models.encoders.base import fuse_modalities
 from models.images import decode_base64_image, decode_image
 from models.lexicon import Lexicon
 from models.types import Recipe
+from service.batching import EncodeBatcher, Kind
 from service.errors import InvalidQueryError
 from service.limits import check_base64_size
 from service.schemas import EmbedInput
 
 Decoded = str | Image.Image | Recipe
-T = TypeVar("T", str, Image.Image, Recipe)
 
 
 @dataclass(frozen=True)
 class Embedder:
     encoder: Encoder
-    lock: threading.Lock
+    batcher: EncodeBatcher
+    lock: threading.Lock  # the encoder's; fusion holds it, the batcher holds it per batch
     max_upload_bytes: int
     max_image_pixels: int
     max_text_chars: int
@@ -49,7 +50,8 @@ class Embedder:
     async def embed(self, inputs: Sequence[EmbedInput]) -> np.ndarray:
         """One L2-normalised float32 row per input, in input order."""
         self._check_text_size(inputs)
-        return await run_in_threadpool(self._decode_and_encode, inputs)
+        decoded = await run_in_threadpool(self._decode_all, inputs)
+        return await self._encode(decoded)
 
     async def embed_text_query(self, term: EmbedInput) -> np.ndarray:
         """A (1, dim) row for a typed text query, expanded through the query lexicon:
@@ -62,12 +64,21 @@ class Embedder:
 
     async def embed_fused(self, inputs: Sequence[EmbedInput]) -> np.ndarray:
         """A (1, dim) row: every input is one modality of the same item, fused."""
-        self._check_text_size(inputs)
-        return await run_in_threadpool(self._decode_encode_and_fuse, inputs)
+        vectors = await self.embed(inputs)
+        parts = {
+            modality: vectors[[i for i, item in enumerate(inputs) if item.modality == modality]]
+            for modality in {item.modality for item in inputs}
+        }
+        return await run_in_threadpool(self._fuse, parts)
+
+    async def embed_image_bytes(self, data: bytes) -> np.ndarray:
+        """A (1, dim) row for raw image bytes (a multipart upload)."""
+        image = await run_in_threadpool(decode_image, data, max_pixels=self.max_image_pixels)
+        return await self._encode([image])
 
     def _check_text_size(self, inputs: Sequence[EmbedInput]) -> None:
-        """Bounds one request's encoder time: encoding holds the encoder lock, so a
-        request of many long texts would stall every other search meanwhile."""
+        """Bounds one request's encoder work: the batcher shares batches fairly, but a
+        request of many long texts would still take the encoder for a long time."""
         total = sum(_text_chars(item) for item in inputs)
         if total > self.max_text_chars:
             raise InvalidQueryError(
@@ -75,24 +86,12 @@ class Embedder:
                 f"{self.max_text_chars} are embedded per request (send fewer or shorter texts)"
             )
 
-    def _decode_encode_and_fuse(self, inputs: Sequence[EmbedInput]) -> np.ndarray:
-        vectors = self._decode_and_encode(inputs)
-        parts = {
-            modality: vectors[[i for i, item in enumerate(inputs) if item.modality == modality]]
-            for modality in {item.modality for item in inputs}
-        }
+    def _fuse(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         with self.lock:
             return fuse_modalities(self.encoder, parts).reshape(1, -1)
 
-    async def embed_image_bytes(self, data: bytes) -> np.ndarray:
-        """A (1, dim) row for raw image bytes (a multipart upload)."""
-        return await run_in_threadpool(self._decode_bytes_and_encode, data)
-
-    def _decode_and_encode(self, inputs: Sequence[EmbedInput]) -> np.ndarray:
-        return self._encode([self._decode(item) for item in inputs])
-
-    def _decode_bytes_and_encode(self, data: bytes) -> np.ndarray:
-        return self._encode([decode_image(data, max_pixels=self.max_image_pixels)])
+    def _decode_all(self, inputs: Sequence[EmbedInput]) -> list[Decoded]:
+        return [self._decode(item) for item in inputs]
 
     def _decode(self, item: EmbedInput) -> Decoded:
         match item.modality:
@@ -105,27 +104,27 @@ class Embedder:
                 return item.recipe.to_recipe()
         raise ValueError(f"cannot embed a {item.modality!r} input")
 
-    def _encode(self, decoded: Sequence[Decoded]) -> np.ndarray:
+    async def _encode(self, decoded: Sequence[Decoded]) -> np.ndarray:
+        """Each kind's inputs go to its batcher queue; the kinds are encoded concurrently."""
+        positions: dict[Kind, list[int]] = {}
+        for i, value in enumerate(decoded):
+            positions.setdefault(_kind_of(value), []).append(i)
+        kinds = list(positions)
+        encoded = await asyncio.gather(
+            *(self.batcher.encode(kind, [decoded[i] for i in positions[kind]]) for kind in kinds)
+        )
         vectors = np.empty((len(decoded), self.encoder.dim), dtype=np.float32)
-        self._encode_kind(vectors, decoded, str, self.encoder.encode_texts)
-        self._encode_kind(vectors, decoded, Image.Image, self.encoder.encode_images)
-        self._encode_kind(vectors, decoded, Recipe, self.encoder.encode_recipes)
+        for kind, rows in zip(kinds, encoded, strict=True):
+            vectors[positions[kind]] = rows
         return vectors
 
-    def _encode_kind(
-        self,
-        out: np.ndarray,
-        decoded: Sequence[Decoded],
-        kind: type[T],
-        encode: Callable[[list[T]], np.ndarray],
-    ) -> None:
-        """Encode every input of one kind as one batch into its rows of ``out``."""
-        positions = [i for i, value in enumerate(decoded) if isinstance(value, kind)]
-        if not positions:
-            return
-        batch: list[T] = [value for value in decoded if isinstance(value, kind)]
-        with self.lock:
-            out[positions] = encode(batch)
+
+def _kind_of(value: Decoded) -> Kind:
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, Image.Image):
+        return "image"
+    return "recipe"
 
 
 def _text_chars(item: EmbedInput) -> int:

@@ -65,6 +65,15 @@ class Settings(BaseSettings):
         description="Most characters of text (texts, recipes, tags) embedded for one request",
     )
     max_k: int = Field(1000, description="Largest k accepted by /search")
+    max_batch: int = Field(
+        32, ge=1, description="Most inputs the encoder runs at once, gathered across requests"
+    )
+    max_wait_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        description="How long a batch waits to fill up; 0 = greedy (best on CPU), 2-5 on a GPU",
+    )
     query_lexicon: str = Field(
         "en-ko-food",
         description="Bilingual lexicon that expands text queries (models/lexicon.py); 'none': off",

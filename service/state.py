@@ -35,6 +35,7 @@ from models.encoders import Encoder
 from models.lexicon import Lexicon, load_lexicon
 from models.registry import load_encoder
 from models.types import Recipe
+from service.batching import EncodeBatcher
 from service.errors import ModelNotReadyError
 from service.events import subscribe_snapshot_events
 from service.jobs import JobQueue, ProgressCallback, Reindexer, create_job_queue
@@ -57,6 +58,7 @@ class AppState:
     # Encoders are not necessarily thread-safe: every encode_* call holds this lock.
     encoder_lock: threading.Lock = field(default_factory=threading.Lock)
     encoder: Encoder | None = None
+    batcher: EncodeBatcher | None = None  # set with the encoder; requests encode through it
     live: LiveSnapshot | None = None
     jobs: JobQueue | None = None
     startup_error: str | None = None  # why the encoder or index failed to load, for /readyz
@@ -181,6 +183,10 @@ async def _open_index(state: AppState, encoder: Encoder) -> None:
 
 async def _start_model_and_index(state: AppState, injected: Encoder | None) -> None:
     encoder = injected if injected is not None else await _load_encoder(state.settings)
+    settings = state.settings
+    state.batcher = EncodeBatcher(
+        encoder, state.encoder_lock, settings.max_batch, settings.max_wait_ms / 1000
+    )
     state.encoder = encoder
     await _open_index(state, encoder)
 
@@ -216,6 +222,8 @@ async def stop(state: AppState) -> None:
         state.live.stop()
     if state.jobs is not None:
         state.jobs.close()
+    if state.batcher is not None:
+        await anyio.to_thread.run_sync(state.batcher.close)
 
 
 def make_lifespan(
