@@ -36,6 +36,7 @@ EF_SEARCH_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 NPROBE_LADDER = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 # Norm of the gaussian noise added to a query (its vector has norm 1): enough that the
 # query is not its own row at distance 0, small enough that it stays among its cluster.
+# Queries far from every catalog row are harder (docs/index_choice.md measures the gap).
 QUERY_NOISE = 0.2
 _EXACT_CHUNK_ROWS = 65_536
 
@@ -48,6 +49,7 @@ class TuningPolicy:
     target_recall: float = DEFAULT_TARGET_RECALL
     n_queries: int = 1000
     seed: int = 0
+    query_noise: float = QUERY_NOISE
 
     def __post_init__(self) -> None:
         if self.flat_max_vectors < 0:
@@ -56,6 +58,8 @@ class TuningPolicy:
             raise ValueError(f"target_recall must be in (0, 1], got {self.target_recall}")
         if self.n_queries < 1:
             raise ValueError(f"n_queries must be positive, got {self.n_queries}")
+        if self.query_noise < 0:
+            raise ValueError(f"query_noise must be >= 0, got {self.query_noise}")
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ def tune(index: VectorIndex, vectors: np.ndarray, policy: TuningPolicy) -> Tunin
         if index.is_exact:
             return Tuning(None, None, 1.0, policy.target_recall, 0)
         ladder = (0,)  # no knob (e.g. plain PQ): measure what there is
-    queries = perturbed_queries(vectors, policy.n_queries, policy.seed)
+    queries = perturbed_queries(vectors, policy.n_queries, policy.seed, policy.query_noise)
     truth = exact_top_k(vectors, queries, min(RECALL_K, index.ntotal))
     rung, recall = _climb(index, knob, ladder, queries, truth, policy.target_recall)
     return Tuning(
@@ -166,14 +170,16 @@ def _knob_and_ladder(index: VectorIndex) -> tuple[str | None, tuple[int, ...]]:
     return None, ()
 
 
-def perturbed_queries(vectors: np.ndarray, n_queries: int, seed: int) -> np.ndarray:
-    """Up to ``n_queries`` distinct catalog rows plus gaussian noise of norm ~QUERY_NOISE,
+def perturbed_queries(
+    vectors: np.ndarray, n_queries: int, seed: int, noise: float = QUERY_NOISE
+) -> np.ndarray:
+    """Up to ``n_queries`` distinct catalog rows plus gaussian noise of norm ~``noise``,
     renormalised."""
     rng = np.random.default_rng(seed)
     n_rows, dim = vectors.shape
     rows = np.sort(rng.choice(n_rows, size=min(n_queries, n_rows), replace=False))
     base = np.asarray(vectors[rows], dtype=np.float32)
-    noisy = base + rng.standard_normal(base.shape).astype(np.float32) * (QUERY_NOISE / dim**0.5)
+    noisy = base + rng.standard_normal(base.shape).astype(np.float32) * (noise / dim**0.5)
     return np.ascontiguousarray(noisy / np.linalg.norm(noisy, axis=1, keepdims=True))
 
 

@@ -12,7 +12,7 @@ perturbed rows (another seed), and on fresh points of the same distribution
 that are not in the catalog, the closest stand-in here for real queries.
 
 Usage: OMP_NUM_THREADS=1 python scripts/bench_index_choice.py [--sizes 10000 20000 ...]
-       [--json OUT]
+       [--target-recall 0.95] [--query-noise 0.2] [--json OUT]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import faiss
 import numpy as np
 
 from index.autotune import (
+    QUERY_NOISE,
     TuningPolicy,
     choose_factory,
     exact_top_k,
@@ -82,7 +83,7 @@ def timed_build(rows: np.ndarray, factory: str) -> tuple[VectorIndex, float]:
 def measure(n: int, policy: TuningPolicy) -> dict[str, object]:
     source = ClusteredSource(max(10, n // 100))
     rows, fresh = source.draw(n), source.draw(1000)
-    held_out = perturbed_queries(rows, 1000, seed=policy.seed + 1)
+    held_out = perturbed_queries(rows, 1000, policy.seed + 1, policy.query_noise)
     flat, flat_build_s = timed_build(rows, "Flat")
     hnsw, hnsw_build_s = timed_build(rows, "HNSW32")
     start = time.perf_counter()
@@ -133,10 +134,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 20_000, 50_000, 100_000])
     parser.add_argument("--target-recall", type=float, default=0.95)
+    parser.add_argument("--query-noise", type=float, default=QUERY_NOISE)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
-    policy = TuningPolicy(target_recall=args.target_recall)
+    policy = TuningPolicy(target_recall=args.target_recall, query_noise=args.query_noise)
     results = []
     for n in args.sizes:
         results.append(measure(n, policy))
