@@ -7,7 +7,8 @@ Layout of an index directory (see :mod:`index.layout`)::
         index.faiss               FAISS index, inner product; FAISS id == row
         catalog.sqlite            items(id, label, metadata JSON), vectors(row, item_id, kind)
         vectors.npy               float32 (n_vectors, dim), memory-mapped when serving
-        manifest.json             model fingerprint, dim, factory, counts, source, time
+        manifest.json             model fingerprint, dim, factory, counts, source, time,
+                                  tuned efSearch / nprobe and the recall they reach
     <index_dir>/.staging-<version>/  a build in progress; never loaded
 
 Guarantees:
@@ -27,5 +28,6 @@ Guarantees:
 
 Modules: ``vector_index`` (FAISS wrapper), ``catalog`` (SQLite), ``manifest``,
 ``layout`` (CURRENT / publish / prune), ``snapshot`` (loading and search),
-``live`` (hot swap), ``build`` (the streaming re-index pipeline).
+``live`` (hot swap), ``build`` (the streaming re-index pipeline), ``autotune``
+(the factory ``auto`` chooses, search knobs tuned to a recall target).
 """

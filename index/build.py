@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from index.autotune import AUTO, Tuning, TuningPolicy, check_factory, resolve_factory, tune
 from index.catalog import Catalog, CatalogWriter
 from index.layout import (
     STAGING_PREFIX,
@@ -205,7 +206,8 @@ def _write_prototypes(
     return table
 
 
-def _write_index(staging: Path, vectors: np.ndarray, factory: str) -> None:
+def _write_index(staging: Path, vectors: np.ndarray, factory: str, policy: TuningPolicy) -> Tuning:
+    """Build, tune and save the index of ``vectors``; ``factory`` is already resolved."""
     index = VectorIndex.create(vectors.shape[1], factory)
     if index.needs_training:
         try:
@@ -214,7 +216,17 @@ def _write_index(staging: Path, vectors: np.ndarray, factory: str) -> None:
             raise BuildError(str(exc)) from exc
     for start in range(0, vectors.shape[0], _COPY_CHUNK_ROWS):
         index.add(np.asarray(vectors[start : start + _COPY_CHUNK_ROWS]))
+    tuning = tune(index, vectors, policy)
+    logger.info(
+        "index %s: recall@10 %.3f (target %.2f) with efSearch %s, nprobe %s",
+        factory,
+        tuning.recall_at_10,
+        tuning.target_recall,
+        tuning.ef_search,
+        tuning.nprobe,
+    )
     index.save(staging / INDEX_FILE)
+    return tuning
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -226,6 +238,7 @@ class _BuildOptions:
     total: int | None
     progress: ProgressCallback | None
     max_image_pixels: int
+    tuning: TuningPolicy
 
 
 def _encode_catalog(
@@ -315,7 +328,7 @@ def build_snapshot(
     encoder: Encoder,
     index_dir: Path,
     *,
-    factory: str = "Flat",
+    factory: str = AUTO,
     batch_size: int = 32,
     total: int | None = None,
     progress: ProgressCallback | None = None,
@@ -327,6 +340,7 @@ def build_snapshot(
     requested_at: datetime | None = None,
     keep_older: int | None = None,
     min_kept_share: float = 0.0,
+    tuning: TuningPolicy | None = None,
 ) -> Manifest:
     """Encode ``records`` into a new snapshot under ``index_dir``; returns its manifest.
 
@@ -336,20 +350,22 @@ def build_snapshot(
     are pruned (None: none). Without it, the snapshot is installed as
     ``<index_dir>/<version>`` for :func:`index.layout.set_current` later.
     ``prototypes`` says how the class prototype table is made (default: item
-    labels, all members). BuildError for empty datasets, duplicate ids,
+    labels, all members). ``factory`` ``auto`` chooses one by catalog size, and
+    ``tuning`` sets that choice and the recall the search knobs are tuned to (see
+    :mod:`index.autotune`). BuildError for empty datasets, duplicate ids,
     untrainable factories; ValueError for a bad factory string or batch size
     (checked before encoding).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    VectorIndex.create(encoder.dim, factory)  # a typo should fail now, not after encoding
+    check_factory(encoder.dim, factory)  # a typo should fail now, not after encoding
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(index_dir)
     stamp = _iso(requested_at)
     if publish_snapshot:
         _check_not_superseded(index_dir, stamp)
-    options = _BuildOptions(batch_size, total, progress, max_image_pixels)
+    options = _BuildOptions(batch_size, total, progress, max_image_pixels, tuning or TuningPolicy())
     with claim_staging(index_dir, new_version()) as staging, _full_disk_reported(index_dir):
         manifest = _write_snapshot(records, encoder, staging, options, factory, prototypes)
         manifest = replace(manifest, source=source, format=fmt, requested_at=stamp)
@@ -384,7 +400,8 @@ def _write_snapshot(
     counts, vectors = _encode_catalog(records, encoder, staging, options)
     prototype_options = prototypes or PrototypeOptions()
     table = _write_prototypes(staging, vectors, encoder, prototype_options)
-    _write_index(staging, vectors, factory)
+    factory = resolve_factory(factory, int(vectors.shape[0]), encoder.dim, options.tuning)
+    tuning = _write_index(staging, vectors, factory, options.tuning)
     return Manifest(
         version=staging.name.removeprefix(STAGING_PREFIX),
         model_fingerprint=encoder.fingerprint,
@@ -397,6 +414,11 @@ def _write_snapshot(
         n_classes=len(table),
         n_zero_shot_classes=table.n_zero_shot,
         class_field=prototype_options.class_field,
+        ef_search=tuning.ef_search,
+        nprobe=tuning.nprobe,
+        recall_at_10=tuning.recall_at_10,
+        target_recall=tuning.target_recall,
+        recall_queries=tuning.recall_queries,
     )
 
 

@@ -39,6 +39,13 @@ class Manifest:
     format: str | None = None
     metric: str = "ip"
     layout: int = LAYOUT_VERSION
+    # Search knobs tuned at build time (index.autotune). None: the index has no such
+    # knob, or an older snapshot that predates tuning; VectorIndex's defaults apply then.
+    ef_search: int | None = None
+    nprobe: int | None = None
+    recall_at_10: float | None = None  # against exact search; None: never measured
+    target_recall: float | None = None
+    recall_queries: int = 0  # queries recall_at_10 was measured on; 0: exact or unknown
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -181,6 +181,7 @@ class Snapshot:
         except (OSError, RuntimeError, ValueError, sqlite3.Error) as exc:
             raise CorruptSnapshotError(f"snapshot {path} cannot be loaded: {exc}") from exc
         _check_consistent(path, manifest, index, catalog, vectors)
+        _apply_search_knobs(index, manifest)
         try:
             prototypes = PrototypeTable.load(path, manifest.n_vectors, manifest.dim)
         except CorruptSnapshotError:
@@ -333,6 +334,14 @@ class Snapshot:
                 if len(best) == k:
                     return list(best.values())
         return list(best.values())
+
+
+def _apply_search_knobs(index: VectorIndex, manifest: Manifest) -> None:
+    """Search as the build tuned it; older manifests leave VectorIndex's defaults."""
+    if manifest.ef_search is not None:
+        index.ef_search = manifest.ef_search
+    if manifest.nprobe is not None:
+        index.nprobe = manifest.nprobe
 
 
 def _check_consistent(

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_NPROBE = 16
 DEFAULT_EF_SEARCH = 64
+# A filter rejects candidates HNSW has already paid to visit, so a filtered search keeps
+# at least this beam even when the tuned efSearch (measured unfiltered) is smaller.
+FILTERED_MIN_EF_SEARCH = 64
 FACTORY_EXAMPLES = "'Flat', 'IVF1024,Flat', 'HNSW32', 'IVF1024,PQ16'"
 
 
@@ -86,6 +89,11 @@ class VectorIndex:
         """Read an index written by :meth:`save` (always a CPU index)."""
         index = faiss.read_index(str(path))
         return cls(index, factory or type(index).__name__)
+
+    @property
+    def faiss_index(self) -> faiss.Index:
+        """The CPU index itself, for inspection (tuning reads its type and list count)."""
+        return self._cpu
 
     @property
     def dim(self) -> int:
@@ -163,7 +171,9 @@ class VectorIndex:
         elif isinstance(faiss.downcast_index(self._cpu), faiss.IndexHNSW):
             # SearchParametersHNSW exists at runtime but is missing from faiss's stub.
             hnsw_params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
-            hnsw_params.efSearch = self.ef_search
+            hnsw_params.efSearch = (
+                self.ef_search if selector is None else max(self.ef_search, FILTERED_MIN_EF_SEARCH)
+            )
             params = hnsw_params
         else:
             params = faiss.SearchParameters()

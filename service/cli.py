@@ -108,7 +108,9 @@ def index_command(
     source: Annotated[Path, typer.Argument(help="Dataset file or directory")],
     fmt: Annotated[str, typer.Option("--format", help="Dataset format, e.g. kfood")],
     index_dir: IndexDirOption = None,
-    factory: Annotated[str, typer.Option(help="FAISS index factory string")] = "Flat",
+    factory: Annotated[
+        str, typer.Option(help="FAISS index factory string, or auto (chosen by catalog size)")
+    ] = "auto",
     batch_size: Annotated[int, typer.Option(help="Items encoded per batch")] = 32,
     model: ModelOption = None,
     class_field: Annotated[
@@ -462,8 +464,25 @@ def print_manifest(manifest: Manifest) -> None:
     print(f"  items    {manifest.n_items} ({manifest.skipped} skipped)")
     print(f"  vectors  {manifest.n_vectors} ({kinds})")
     print(f"  index    {manifest.factory}, dim {manifest.dim}, metric {manifest.metric}")
+    print(f"  recall   {_recall_line(manifest)}")
     print(f"  classes  {manifest.n_classes} ({manifest.n_zero_shot_classes} zero-shot)")
     print(f"  model    {manifest.model_fingerprint}")
+
+
+def _recall_line(manifest: Manifest) -> str:
+    if manifest.recall_at_10 is None:
+        return "not measured"
+    if manifest.recall_queries == 0:
+        return "exact search"
+    knobs = ", ".join(
+        f"{name} {value}"
+        for name, value in (("efSearch", manifest.ef_search), ("nprobe", manifest.nprobe))
+        if value is not None
+    )
+    return (
+        f"@10 {manifest.recall_at_10:.3f} (target {manifest.target_recall}, "
+        f"{manifest.recall_queries} queries){', ' + knobs if knobs else ''}"
+    )
 
 
 def search_json(result: SearchResult) -> str:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import redis
 
+from index.autotune import AUTO, TuningPolicy, check_factory
 from index.build import ProgressCallback, build_snapshot
 from index.manifest import Manifest
 from index.prototypes import PrototypeOptions
-from index.vector_index import VectorIndex
 from models.datasets import FORMATS, open_dataset
 from models.encoders import Encoder
 from service.events import publish_snapshot_event
@@ -47,7 +47,7 @@ class ReindexRequest:
 
     source: Path
     format: str
-    factory: str = "Flat"
+    factory: str = AUTO
     prototypes: PrototypeOptions = field(default_factory=PrototypeOptions)
     requested_at: datetime = field(default_factory=_utc_now)
     force: bool = False  # publish even when most of the live vectors would go
@@ -109,7 +109,7 @@ def check_request(
         )
     if dim is not None:
         try:
-            VectorIndex.create(dim, request.factory)
+            check_factory(dim, request.factory)
         except ValueError as exc:
             raise InvalidReindexError(f"factory {request.factory!r}: {exc}") from exc
 
@@ -149,6 +149,7 @@ def reindex(
         requested_at=request.requested_at,
         keep_older=settings.keep_snapshots,
         min_kept_share=0.0 if request.force else settings.min_kept_share,
+        tuning=TuningPolicy(settings.flat_max_vectors, settings.target_recall),
     )
     if settings.redis_url:
         announce_snapshot(settings.redis_url, manifest.version)

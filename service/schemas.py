@@ -424,7 +424,11 @@ class UnprocessableOut(BaseModel):
 class ReindexIn(_Strict):
     source: str = Field(max_length=MAX_PATH_CHARS, description="Dataset path as seen by the worker")
     format: Name = Field(description="Dataset format", examples=["kfood"])
-    factory: Name = Field("Flat", description="FAISS index factory string")
+    factory: Name = Field(
+        "auto",
+        description="FAISS index factory string, or auto: Flat for small catalogs, HNSW32 "
+        "above MMSEARCH_FLAT_MAX_VECTORS, IVF-HNSW with PQ from 2M vectors",
+    )
     class_field: Name | None = Field(
         None, description="Metadata field naming each item's class; default the item label"
     )

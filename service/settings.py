@@ -54,6 +54,18 @@ class Settings(BaseSettings):
         description="Older snapshots kept beside the live one; the rest are deleted after "
         "each publish (never one that a request still uses)",
     )
+    flat_max_vectors: int = Field(
+        20_000,
+        ge=0,
+        description="Factory auto: exact (Flat) search up to this many 384-d vectors "
+        "(scaled by dim/384), HNSW above",
+    )
+    target_recall: float = Field(
+        0.95,
+        gt=0.0,
+        le=1.0,
+        description="Recall@10 the index's efSearch / nprobe are tuned to at build time",
+    )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for /admin routes; unset = admin routes refuse (403)"
     )

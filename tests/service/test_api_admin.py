@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from models.encoders import Encoder
 from service.app import create_app
+from service.schemas import ReindexIn
 from tests.polling import poll
 from tests.service.helpers import ADMIN_TOKEN, make_settings, wait_for
 
@@ -84,6 +85,20 @@ def test_bad_reindex_body_is_422(admin_client: TestClient) -> None:
 
     assert response.status_code == 422
     assert "source" in response.text
+
+
+def test_factory_defaults_to_auto_and_a_bad_one_is_422(
+    admin_client: TestClient, kfood_sample: Path
+) -> None:
+    body = {"source": str(kfood_sample), "format": "kfood", "factory": "Bogus42"}
+    response = _reindex(admin_client, body, AUTH)
+
+    assert response.status_code == 422
+    assert "factory 'Bogus42'" in response.json()["detail"]
+    assert ReindexIn(source="x", format="kfood").factory == "auto"
+    accepted = _reindex(admin_client, body | {"factory": "auto"}, AUTH)
+    assert accepted.status_code == 202
+    assert _wait_for_job(admin_client, accepted.headers["Location"])["state"] == "succeeded"
 
 
 def test_unknown_job_is_404(admin_client: TestClient) -> None:

@@ -46,6 +46,8 @@ def test_index_publishes_and_prints_the_snapshot(indexed: tuple[Path, str]) -> N
     assert f"published snapshot {version}" in printed
     assert "items    12 (0 skipped)" in printed
     assert "image: 12" in printed and "recipe: 12" in printed
+    assert "index    Flat," in printed  # --factory defaults to auto: 24 vectors are exact
+    assert "recall   exact search" in printed
 
 
 def test_search_by_image_returns_json_with_its_own_item_first(

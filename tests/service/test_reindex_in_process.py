@@ -164,3 +164,14 @@ def test_a_reindex_that_loses_most_vectors_is_refused_unless_forced(
     forced = reindex(ReindexRequest(photoless, "kfood", force=True), settings, tiny_encoder)
     assert read_current(settings.index_dir) == forced.version
     assert forced.n_vectors == 12
+
+
+def test_the_tuning_settings_reach_the_build(kfood_sample: Path, tmp_path: Path) -> None:
+    """MMSEARCH_FLAT_MAX_VECTORS / MMSEARCH_TARGET_RECALL: a lowered Flat budget makes
+    auto choose HNSW for the 24-row sample, tuned to the configured target."""
+    settings = make_settings(tmp_path / "index", flat_max_vectors=1, target_recall=0.9)
+
+    manifest = reindex(ReindexRequest(kfood_sample, "kfood"), settings, TinyEncoder(dim=32))
+
+    assert (manifest.factory, manifest.target_recall) == ("HNSW32", 0.9)
+    assert manifest.ef_search is not None and manifest.recall_queries == 24
