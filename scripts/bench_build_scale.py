@@ -18,6 +18,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -84,7 +85,27 @@ def synthetic_records(n_items: int, n_classes: int) -> Iterator[CatalogRecord]:
         )
 
 
+class RssSampler(threading.Thread):
+    """Peak anonymous and file-backed RSS, sampled from /proc: pages of a memory-mapped
+    file count in ru_maxrss but are page cache the kernel can drop, anonymous ones not."""
+
+    def __init__(self, every_s: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.every_s = every_s
+        self.peak_kib = {"RssAnon": 0, "RssFile": 0}
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every_s):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                name, _, value = line.partition(":")
+                if name in self.peak_kib:
+                    self.peak_kib[name] = max(self.peak_kib[name], int(value.split()[0]))
+
+
 def build_once(n_items: int, n_classes: int, factory: str, index_dir: Path) -> dict[str, object]:
+    sampler = RssSampler()
+    sampler.start()
     started = time.perf_counter()
     manifest = build_snapshot(
         synthetic_records(n_items, n_classes),
@@ -95,6 +116,7 @@ def build_once(n_items: int, n_classes: int, factory: str, index_dir: Path) -> d
         total=n_items,
     )
     seconds = time.perf_counter() - started
+    sampler.stopped.set()
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     on_disk = sum(f.stat().st_size for f in (index_dir / manifest.version).iterdir())
     return {
@@ -103,6 +125,8 @@ def build_once(n_items: int, n_classes: int, factory: str, index_dir: Path) -> d
         "factory": factory,
         "build_s": round(seconds, 1),
         "peak_rss_mib": round(peak_kib / 1024),
+        "peak_rss_anon_mib": round(sampler.peak_kib["RssAnon"] / 1024),
+        "peak_rss_file_mib": round(sampler.peak_kib["RssFile"] / 1024),
         "vectors_mib": round(manifest.n_vectors * DIM * 4 / 2**20),
         "snapshot_on_disk_mib": round(on_disk / 2**20),
     }
