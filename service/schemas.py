@@ -192,7 +192,9 @@ class QueryTerm(EmbedInput):
     def _vector_finite(cls, value: list[float] | None) -> list[float] | None:
         if value is None:
             return None
-        if not all(math.isfinite(x) for x in value):
+        # sum() runs in C and a NaN or infinity makes it non-finite; only then (or on an
+        # overflow of huge finite values) is each value looked at, in Python.
+        if not math.isfinite(sum(value)) and not all(math.isfinite(x) for x in value):
             raise ValueError("vector values must be finite numbers")
         if not any(value):
             raise ValueError("vector must not be all zeros")
