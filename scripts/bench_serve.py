@@ -305,6 +305,64 @@ def measure_config(
     return rows
 
 
+# --------------------------------------------------------------------------- in-process profile
+
+
+async def profile_in_process(index_dir: Path, bodies: list[bytes], n: int) -> tuple[float, str]:
+    """Wall ms per /search through the ASGI app (no sockets), and cProfile's top entries.
+
+    cProfile sees the event loop's thread only: the FAISS search in the threadpool
+    shows up as time waiting for it.
+    """
+    import cProfile
+    import io
+    import pstats
+
+    import httpx
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    encoder = PrecomputedEncoder(np.zeros((1, DIM), np.float32), "bench-in-process")
+    app = create_app(Settings(model="offline", index_dir=index_dir), encoder=encoder)  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
+    headers = {"Content-Type": "application/json"}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
+    ):
+        for body in bodies[:50]:  # warm-up
+            await client.post("/search", content=body, headers=headers)
+        profiler = cProfile.Profile()
+        started = time.perf_counter()
+        profiler.enable()
+        for i in range(n):
+            await client.post("/search", content=bodies[i % len(bodies)], headers=headers)
+        profiler.disable()
+        per_request_ms = (time.perf_counter() - started) * 1000 / n
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+    return per_request_ms, out.getvalue()
+
+
+def run_profile(args: argparse.Namespace) -> None:
+    import asyncio
+
+    size, factory = args.sizes[0], args.factories[0]
+    rng = np.random.default_rng(size)
+    centres = l2_normalize(rng.standard_normal((N_CLUSTERS, DIM)).astype(np.float32))
+    vectors, labels = clustered(size, centres, rng)
+    queries, _ = clustered(N_QUERIES, centres, rng)
+    bodies = [json.dumps({"query": {"vector": q.tolist()}, "k": args.k}).encode() for q in queries]
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+        build(Path(tmp), vectors, labels, factory, "bench-in-process")
+        per_request_ms, stats = asyncio.run(
+            profile_in_process(Path(tmp), bodies, args.profile_requests)
+        )
+    print(f"{size:,} x {factory}: {per_request_ms:.3f} ms per /search in-process (cProfile on)")
+    print(stats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -322,7 +380,16 @@ def main() -> None:
     parser.add_argument(
         "--py-spy", type=Path, help="Record each server's stacks (py-spy on PATH) into this folder"
     )
+    parser.add_argument(
+        "--profile-requests",
+        type=int,
+        help="Instead: profile this many /search calls through the app in this process "
+        "(first size and factory; this process's code, PYTHONPATH decides which)",
+    )
     args = parser.parse_args()
+    if args.profile_requests:
+        run_profile(args)
+        return
     codes = parse_code(args.code) or [("service", ROOT)]
 
     rows: list[dict[str, object]] = []
