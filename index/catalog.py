@@ -19,6 +19,9 @@ Restricting a search (:meth:`Catalog.allowed_rows`) is done in memory where it
 can be: each row's kind and item are loaded once per snapshot (5 bytes a row),
 metadata filters run as parameterised SQL over the items table only (see
 :mod:`index.filters`) and their results are cached, as a snapshot never changes.
+Describing search results (:meth:`Catalog.describe_rows`) is in memory too: the
+item ids are loaded once with the row table, so a search queries SQLite only for
+the metadata of the k items it returns.
 """
 
 from __future__ import annotations
@@ -75,10 +78,6 @@ class Item:
 # --------------------------------------------------------------------------- reader
 
 
-def _rows_array(rows: Iterable[int] | np.ndarray) -> list[int]:
-    return [int(r) for r in np.asarray(rows, dtype=np.int64).ravel()]
-
-
 def _chunks(values: list[Any]) -> Iterable[list[Any]]:
     for start in range(0, len(values), _SQL_CHUNK):
         yield values[start : start + _SQL_CHUNK]
@@ -101,6 +100,8 @@ class Catalog:
             for code, (kind,) in enumerate(self._query("SELECT DISTINCT kind FROM vectors"))
         }
         self._item_of_row, self._kind_of_row = self._load_row_table()
+        self._kind_names = np.array(list(self._kind_codes), dtype=object)
+        self._id_of_item = self._load_item_ids()
         self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._has_images = bool(
             self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'images'")
@@ -147,6 +148,17 @@ class Catalog:
             raise ValueError("catalog has vector rows whose item is missing")
         return item_of_row, kind_of_row
 
+    def _load_item_ids(self) -> np.ndarray:
+        """Item id by items.rowid (None where no item has that rowid)."""
+        ids = np.full(int(self._item_of_row.max(initial=0)) + 1, None, dtype=object)
+        with self._lock:
+            cursor = self._db.execute("SELECT rowid, id FROM items")
+            while batch := cursor.fetchmany(_FETCH_CHUNK):
+                rowids, item_ids = zip(*batch, strict=True)
+                known = [i for i, rowid in enumerate(rowids) if rowid < ids.size]
+                ids[[rowids[i] for i in known]] = [item_ids[i] for i in known]
+        return ids
+
     def kind_counts(self) -> dict[str, int]:
         rows = self._query("SELECT kind, COUNT(*) FROM vectors GROUP BY kind ORDER BY kind")
         return {kind: count for kind, count in rows}
@@ -189,16 +201,17 @@ class Catalog:
         return np.array([r for (r,) in self._query(sql + " ORDER BY row", params)], np.int64)
 
     def describe_rows(self, rows: Iterable[int] | np.ndarray) -> list[tuple[str, str]]:
-        """(item_id, kind) per row, in the order given; KeyError for unknown rows."""
-        wanted = _rows_array(rows)
-        known: dict[int, tuple[str, str]] = {}
-        for chunk in _chunks(list(set(wanted))):
-            sql = f"SELECT row, item_id, kind FROM vectors WHERE row IN ({_marks(len(chunk))})"
-            known.update({r: (i, k) for r, i, k in self._query(sql, chunk)})
-        missing = [r for r in wanted if r not in known]
-        if missing:
-            raise KeyError(f"unknown vector rows: {missing[:10]}")
-        return [known[r] for r in wanted]
+        """(item_id, kind) per row, in the order given; KeyError for unknown rows.
+
+        From the tables loaded at open: the hot path of every search, so no SQL.
+        """
+        wanted = np.asarray(rows, dtype=np.int64).ravel()
+        unknown = wanted[(wanted < 0) | (wanted >= self.n_vectors)]
+        if unknown.size:
+            raise KeyError(f"unknown vector rows: {unknown[:10].tolist()}")
+        item_ids = self._id_of_item[self._item_of_row[wanted]].tolist()
+        kinds = self._kind_names[self._kind_of_row[wanted]].tolist()
+        return list(zip(item_ids, kinds, strict=True))
 
     def item_ids_of_rows(self, rows: Iterable[int] | np.ndarray) -> list[str]:
         return [item_id for item_id, _ in self.describe_rows(rows)]

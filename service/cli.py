@@ -71,22 +71,19 @@ def configure_logging(settings: Settings) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [env MMSEARCH_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [env MMSEARCH_PORT]")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes; over 1 needs Redis [env MMSEARCH_WORKERS, 1]"),
+    ] = None,
 ) -> None:
     """Run the HTTP API (uvicorn)."""
     import uvicorn
 
-    from service.app import create_app
-    from service.protocol import JsonErrorH11Protocol
+    from service.commands.serving import uvicorn_options
 
-    settings = load_settings(host=host, port=port)
+    settings = load_settings(host=host, port=port, workers=workers)
     configure_logging(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        http=JsonErrorH11Protocol,
-    )
+    uvicorn.run(**uvicorn_options(settings))
 
 
 @app.command()
