@@ -45,6 +45,7 @@ import faiss
 import numpy as np
 
 from index.build import build_snapshot
+from index.manifest import Manifest
 from index.snapshot import INDEX_FILE
 from index.vector_index import DEFAULT_EF_SEARCH
 from models.encoders.base import l2_normalize
@@ -55,6 +56,7 @@ DIM = 384
 N_CLUSTERS = 100
 SPREAD = 0.35  # noise around a centre, relative to the centre's unit norm
 N_QUERIES = 2000
+RECALL_QUERIES = 500  # recall@10 against exact search is measured on this many queries
 WARMUP_S = 1.0
 START_TIMEOUT_S = 600.0
 
@@ -224,10 +226,56 @@ def http_worker(port: int, bodies: list[bytes]) -> Callable[[], Callable[[int], 
 
 
 def raw_index(snapshot_dir: Path) -> faiss.Index:
+    """The snapshot's FAISS index with the search parameters the service applies: the
+    efSearch / nprobe tuned at build time (index.autotune), recorded in the manifest."""
     index = faiss.read_index(str(snapshot_dir / INDEX_FILE))
-    if isinstance(faiss.downcast_index(index), faiss.IndexHNSW):
-        faiss.downcast_index(index).hnsw.efSearch = DEFAULT_EF_SEARCH  # as the service
+    manifest = Manifest.read(snapshot_dir)
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexHNSW):
+        inner.hnsw.efSearch = manifest.ef_search or DEFAULT_EF_SEARCH
+    with contextlib.suppress(RuntimeError):  # not an IVF index
+        faiss.extract_index_ivf(index).nprobe = manifest.nprobe or 16
     return index
+
+
+def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    return exact.search(queries, k)[1]
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
+    return round(hits / truth.size, 4)
+
+
+def service_rows(port: int, body: bytes) -> list[int]:
+    """The catalog rows a /search answered with: item ``item-N`` is row N."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(
+            "POST", "/search", body=body, headers={"Content-Type": "application/json"}
+        )
+        matches = json.loads(connection.getresponse().read())["matches"]
+    finally:
+        connection.close()
+    return [int(match["id"].removeprefix("item-")) for match in matches]
+
+
+def chroma_peer(
+    args: argparse.Namespace, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray
+) -> dict[str, object]:
+    """scripts/peer_chroma.py in chromadb's own interpreter, on the same vectors."""
+    with tempfile.TemporaryDirectory(prefix="bench-chroma-") as tmp:
+        files = {name: Path(tmp) / f"{name}.npy" for name in ("vectors", "queries", "truth")}
+        for name, array in zip(files, (vectors, queries, truth), strict=True):
+            np.save(files[name], array)
+        command = [str(args.chroma_python), str(ROOT / "scripts" / "peer_chroma.py")]
+        command += [f"--{name}={path}" for name, path in files.items()]
+        command += ["--ef-search", *map(str, args.chroma_ef), "--concurrency"]
+        command += [str(c) for c in args.concurrency]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(output.strip().splitlines()[-1]))
 
 
 @contextlib.contextmanager
@@ -288,21 +336,74 @@ def measure_config(
     model = str(servers[0].wait_until(lambda _s, body: body.get("model") is not None)["model"])
     started = time.perf_counter()
     version = build(index_dir, vectors, labels, factory, model)
-    print(f"built {size:,} x {factory} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    build_s = round(time.perf_counter() - started, 1)
+    print(f"built {size:,} x {factory} in {build_s:.0f}s", file=sys.stderr)
     for server in servers:
         server.wait_until(lambda status, body: status == 200 and body["index_version"] == version)
     bodies = [json.dumps({"query": {"vector": q.tolist()}, "k": args.k}).encode() for q in queries]
     index = raw_index(index_dir / version)
+    truth = exact_top(vectors, queries[:RECALL_QUERIES], 10)
+    recalls = {"raw": recall(index.search(queries[:RECALL_QUERIES], 10)[1], truth)}
+    for server in servers:
+        found = np.array([service_rows(server.port, body)[:10] for body in bodies[:RECALL_QUERIES]])
+        recalls[server.label] = recall(found, truth)
     rows: list[dict[str, object]] = []
     for c in args.concurrency:
-        row: dict[str, object] = {"size": size, "factory": factory, "c": c}
+        row: dict[str, object] = {"size": size, "factory": factory, "c": c, "build_s": build_s}
+        row["recall_at_10"] = recalls
         row["raw"] = run_load(raw_worker(index, queries, args.k), c, args.seconds)
         for server in servers:
             with sampled(server, args.py_spy, f"{size}-{factory}-c{c}"):
                 row[server.label] = run_load(http_worker(server.port, bodies), c, args.seconds)
         print(table([row], [s.label for s in servers]).splitlines()[-1], file=sys.stderr)
         rows.append(row)
+    if args.chroma_python is not None and factory == args.factories[-1]:
+        print(f"chromadb on {size:,} vectors", file=sys.stderr)
+        rows[-1]["chroma"] = chroma_peer(args, vectors, queries[:RECALL_QUERIES], truth)
     return rows
+
+
+def plot(rows: list[dict[str, object]], labels: list[str], out: Path) -> None:
+    """QPS at concurrency 1 against recall@10, one panel per catalog size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({int(str(r["size"])) for r in rows})
+    colours = {"raw": "tab:blue", **{lab: f"C{i + 1}" for i, lab in enumerate(labels)}}
+    markers = {"Flat": "s", "HNSW32": "o"}
+    figure, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4.2), squeeze=False)
+    for axis, size in zip(axes[0], sizes, strict=True):
+        lowest = 1.0
+        for row in (r for r in rows if r["size"] == size and r["c"] == 1):
+            recalls = row["recall_at_10"]
+            assert isinstance(recalls, dict)
+            for engine in ["raw", *labels]:
+                cell = row[engine]
+                assert isinstance(cell, Cell)
+                name = "raw FAISS" if engine == "raw" else f"{engine} (HTTP)"
+                factory = str(row["factory"])
+                axis.scatter(
+                    recalls[engine],
+                    cell.qps,
+                    color=colours[engine],
+                    marker=markers.get(factory, "D"),
+                    label=f"{name}, {factory}",
+                )
+                lowest = min(lowest, recalls[engine])
+        for peer in (r["chroma"] for r in rows if r["size"] == size and "chroma" in r):
+            assert isinstance(peer, dict)
+            points = [(p["recall_at_10"], p["c1"]["qps"]) for p in peer["settings"]]
+            axis.plot(*zip(*points, strict=True), "x--", color="grey", label="chromadb (HTTP)")
+            lowest = min([lowest, *(recall for recall, _ in points)])
+        axis.set(title=f"{size:,} vectors, concurrency 1", xlabel="recall@10", ylabel="QPS")
+        axis.set_xlim(min(lowest, 0.9) - 0.01, 1.005)
+        axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
 
 
 # --------------------------------------------------------------------------- in-process profile
@@ -381,6 +482,13 @@ def main() -> None:
         "--py-spy", type=Path, help="Record each server's stacks (py-spy on PATH) into this folder"
     )
     parser.add_argument(
+        "--chroma-python",
+        type=Path,
+        help="Also run chromadb's server as the peer: the python of a venv with chromadb",
+    )
+    parser.add_argument("--chroma-ef", type=int, nargs="+", default=[16, 32, 64, 128])
+    parser.add_argument("--plot", type=Path, help="Write QPS against recall here (PNG)")
+    parser.add_argument(
         "--profile-requests",
         type=int,
         help="Instead: profile this many /search calls through the app in this process "
@@ -409,11 +517,16 @@ def main() -> None:
                 server.process.wait(timeout=60)
     labels = [label for label, _ in codes]
     print(table(rows, labels))
+    for row in rows:
+        if "chroma" in row:
+            print(f"chromadb at {row['size']:,}: {json.dumps(row['chroma'])}")
     if args.json is not None:
         plain = [
             {k: (v.__dict__ if isinstance(v, Cell) else v) for k, v in r.items()} for r in rows
         ]
         args.json.write_text(json.dumps(plain, indent=2), encoding="utf-8")
+    if args.plot is not None:
+        plot(rows, labels, args.plot)
 
 
 if __name__ == "__main__":
