@@ -15,6 +15,7 @@ from PIL import Image
 from index.build import build_snapshot
 from index.layout import read_current
 from index.manifest import Manifest
+from index.prototypes import PROTOTYPES_FILE
 from index.reuse import content_hash
 from index.snapshot import CATALOG_FILE, VECTORS_FILE, load_current
 from models.types import CatalogRecord, Recipe
@@ -115,6 +116,12 @@ def test_a_changed_item_alone_is_encoded_again(
     full = _build(changed, TinyEncoder(), fresh_dir)
     np.testing.assert_allclose(
         _vectors(index_dir, after.version), _vectors(fresh_dir, full.version), atol=1e-6
+    )
+    # Prototypes are built from the new snapshot's vectors: the same as a full build's.
+    np.testing.assert_allclose(
+        np.load(index_dir / after.version / PROTOTYPES_FILE),
+        np.load(fresh_dir / full.version / PROTOTYPES_FILE),
+        atol=1e-6,
     )
 
 
