@@ -2,13 +2,17 @@
 
 Schema::
 
-    items(id TEXT PRIMARY KEY, label TEXT, metadata TEXT /* JSON object */)
+    items(id TEXT PRIMARY KEY, label TEXT, metadata TEXT /* JSON object */,
+          content_hash TEXT /* sha256 of the inputs that were encoded */)
     vectors(row INTEGER PRIMARY KEY, item_id TEXT, kind TEXT)
     images(item_id TEXT PRIMARY KEY, path TEXT)  /* the photo file indexed for an item */
 
 ``images`` lets the service show an item's photo: it only ever serves the paths
 written here at index time. Snapshots built before the table existed have no
 images (:meth:`Catalog.image_path` returns None).
+``items.content_hash`` (see :mod:`index.reuse`) lets the next re-index copy an
+unchanged item's vectors instead of encoding it again; catalogs written before
+the column existed have none (:attr:`Catalog.has_content_hashes` is False).
 ``vectors.row`` is the FAISS id and the row of ``vectors.npy``. A snapshot's
 catalog is written once by :class:`CatalogWriter` and then only read, through a
 read-only connection shared by the request threads behind a lock (SQLite
@@ -50,7 +54,9 @@ __all__ = [
 ]
 
 _SCHEMA = """
-CREATE TABLE items (id TEXT PRIMARY KEY, label TEXT, metadata TEXT NOT NULL);
+CREATE TABLE items (
+    id TEXT PRIMARY KEY, label TEXT, metadata TEXT NOT NULL, content_hash TEXT
+);
 CREATE TABLE vectors (row INTEGER PRIMARY KEY, item_id TEXT NOT NULL, kind TEXT NOT NULL);
 CREATE TABLE images (item_id TEXT PRIMARY KEY, path TEXT NOT NULL);
 """
@@ -105,6 +111,9 @@ class Catalog:
         self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._has_images = bool(
             self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'images'")
+        )
+        self.has_content_hashes = bool(
+            self._query("SELECT 1 FROM pragma_table_info('items') WHERE name = 'content_hash'")
         )
 
     @classmethod
@@ -191,6 +200,27 @@ class Catalog:
             return None
         found = self._query("SELECT path FROM images WHERE item_id = ?", [item_id])
         return Path(found[0][0]) if found else None
+
+    def content_hashes(self, item_ids: Sequence[str]) -> dict[str, str | None]:
+        """Content hash of each known item among ``item_ids`` (None: not recorded)."""
+        column = "content_hash" if self.has_content_hashes else "NULL"
+        found: dict[str, str | None] = {}
+        for chunk in _chunks(list(dict.fromkeys(item_ids))):
+            sql = f"SELECT id, {column} FROM items WHERE id IN ({_marks(len(chunk))})"
+            found.update(dict(self._query(sql, chunk)))
+        return found
+
+    def rows_of_items(self, item_ids: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
+        """(row, kind) of each item's vector rows, in row order; items without rows absent."""
+        rows: dict[str, list[tuple[int, str]]] = {}
+        for chunk in _chunks(list(dict.fromkeys(item_ids))):
+            sql = (
+                f"SELECT item_id, row, kind FROM vectors "
+                f"WHERE item_id IN ({_marks(len(chunk))}) ORDER BY row"
+            )
+            for item_id, row, kind in self._query(sql, chunk):
+                rows.setdefault(item_id, []).append((int(row), kind))
+        return rows
 
     def rows_of_item(self, item_id: str, kinds: Sequence[str] | None = None) -> np.ndarray:
         sql = "SELECT row FROM vectors WHERE item_id = ?"
@@ -328,14 +358,16 @@ class CatalogWriter:
         items: Sequence[tuple[str, str | None, Mapping[str, Any]]],
         vectors: Sequence[tuple[int, str, str]],
         images: Sequence[tuple[str, Path | str]] = (),
+        content_hashes: Mapping[str, str] | None = None,
     ) -> None:
         """Insert (id, label, metadata) items, (row, item_id, kind) rows and
-        (item_id, image file) paths atomically."""
-        encoded = [(i, label, _metadata_json(i, meta)) for i, label, meta in items]
+        (item_id, image file) paths atomically; ``content_hashes`` by item id."""
+        hashes = content_hashes or {}
+        encoded = [(i, label, _metadata_json(i, meta), hashes.get(i)) for i, label, meta in items]
         paths = [(item_id, str(path)) for item_id, path in images]
         try:
             with self._db:
-                self._db.executemany("INSERT INTO items VALUES (?, ?, ?)", encoded)
+                self._db.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", encoded)
                 self._db.executemany("INSERT INTO vectors VALUES (?, ?, ?)", vectors)
                 self._db.executemany("INSERT INTO images VALUES (?, ?)", paths)
         except sqlite3.IntegrityError as exc:

@@ -455,6 +455,17 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int | None], None]
             bar.close()
 
 
+def describe_changes(changes: dict[str, int]) -> str:
+    """One line: what the build encoded, copied from the live snapshot and dropped."""
+    return (
+        f"embedded {changes.get('items_embedded', 0)} items "
+        f"({changes.get('vectors_embedded', 0)} vectors), "
+        f"reused {changes.get('items_reused', 0)} items "
+        f"({changes.get('vectors_reused', 0)} vectors), "
+        f"removed {changes.get('items_removed', 0)} items"
+    )
+
+
 def print_manifest(manifest: Manifest) -> None:
     kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(manifest.kinds.items()))
     print(f"published snapshot {manifest.version}")
@@ -463,6 +474,8 @@ def print_manifest(manifest: Manifest) -> None:
     print(f"  index    {manifest.factory}, dim {manifest.dim}, metric {manifest.metric}")
     print(f"  recall   {_recall_line(manifest)}")
     print(f"  classes  {manifest.n_classes} ({manifest.n_zero_shot_classes} zero-shot)")
+    if manifest.changes:
+        print(f"  changes  {describe_changes(manifest.changes)}")
     print(f"  model    {manifest.model_fingerprint}")
 
 

@@ -477,12 +477,26 @@ class ReindexAccepted(BaseModel):
     state: Literal["queued"] = "queued"
 
 
+class ReindexChangesOut(BaseModel):
+    """What a re-index encoded, what it copied from the live snapshot (inputs unchanged,
+    same model), and how many live items the source no longer has."""
+
+    items_embedded: int = 0
+    vectors_embedded: int = 0
+    items_reused: int = 0
+    vectors_reused: int = 0
+    items_removed: int = 0
+
+
 class JobOut(BaseModel):
     job_id: str
     state: Literal["queued", "running", "succeeded", "failed"]
     progress: float = Field(ge=0.0, le=1.0)
     index_version: str | None = None
     error: str | None = None
+    changes: ReindexChangesOut | None = Field(
+        None, description="Set once the job succeeded: items encoded, reused and removed"
+    )
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
