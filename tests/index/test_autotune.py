@@ -85,7 +85,7 @@ def test_flat_budget_scales_with_dimension():
     assert choose_factory(40_000, 192, 20_000) == "Flat"
     assert choose_factory(1_999_999, 384, 20_000) == "HNSW32"
     big = choose_factory(3_000_000, 384, 20_000)
-    lists = int(re.fullmatch(r"IVF(\d+)_HNSW32,PQ192", big).group(1))  # type: ignore[union-attr]
+    lists = int(re.fullmatch(r"IVF(\d+)_HNSW32,SQ8", big).group(1))  # type: ignore[union-attr]
     assert lists & (lists - 1) == 0 and 4_096 <= lists <= 8_192  # ~4 sqrt(3M) = 6,928
     assert VectorIndex.create(384, big).needs_training  # FAISS parses what auto names
     assert VectorIndex.create(385, choose_factory(3_000_000, 385, 20_000)).needs_training
