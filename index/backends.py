@@ -47,12 +47,7 @@ class IndexBackend:
         return self._store
 
     def check_factory(self, factory: str) -> None:
-        """Milvus collections are built FLAT (exact) for now; other factories are FAISS's."""
-        if self._store is not None and factory not in (AUTO, MILVUS_FACTORY):
-            raise ValueError(
-                f"factory {factory!r} is a FAISS index; the milvus backend builds "
-                f"{MILVUS_FACTORY!r} (exact) collections only: use 'auto' or 'Flat'"
-            )
+        check_backend_factory(self.name, factory)
 
     def open(self, path: Path, manifest: Manifest) -> MilvusVectorIndex:
         """The Milvus index of a snapshot whose manifest says ``milvus``."""
@@ -86,6 +81,15 @@ class IndexBackend:
                 except MilvusUnavailableError as exc:  # the build's own error matters more
                     logger.warning("collection of failed build %s not dropped: %s", version, exc)
             raise
+
+
+def check_backend_factory(backend: str, factory: str) -> None:
+    """Milvus collections are built FLAT (exact) for now; other factories are FAISS's."""
+    if backend == MILVUS and factory not in (AUTO, MILVUS_FACTORY):
+        raise ValueError(
+            f"factory {factory!r} is a FAISS index; the milvus backend builds "
+            f"{MILVUS_FACTORY!r} (exact) collections only: use 'auto' or 'Flat'"
+        )
 
 
 def exact_tuning(policy: TuningPolicy) -> Tuning:
