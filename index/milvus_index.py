@@ -3,10 +3,10 @@
 ``pymilvus`` is imported inside the functions that talk to Milvus, never at module
 level, so the default FAISS path does not load it (it comes with the ``milvus`` extra).
 
-The URI says which Milvus: a file path is Milvus Lite, embedded in this process (one
-process per file: a second process cannot open it, so API replicas and workers on
-other machines need a server); ``http://host:19530`` is a Milvus standalone or cluster,
-which shards and replicates the collection.
+The URI says which Milvus: a path ending in ``.db`` is Milvus Lite, embedded in this
+process (one process per file: a second process cannot open it, so API replicas and
+workers on other machines need a server); ``http://host:19530`` is a Milvus standalone
+or cluster, which shards and replicates the collection.
 
 A collection holds an INT64 primary key ``row`` (the catalog row number, as FAISS ids
 are) and a FLOAT_VECTOR ``vector`` under a FLAT inner-product index, so its results

@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     )
     milvus_uri: str | None = Field(
         None,
-        description="Milvus for the milvus backend: a file path (Milvus Lite, embedded, one "
-        "process) or http://host:19530 (a Milvus server, shared by replicas and workers)",
+        description="Milvus for the milvus backend: a path ending in .db (Milvus Lite, "
+        "embedded, one process) or http://host:19530 (a server, shared by replicas and workers)",
     )
     cache_dir: Path | None = Field(None, description="Model cache (default ~/.cache/mmsearch)")
     redis_url: str | None = Field(
