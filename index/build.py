@@ -13,6 +13,12 @@ One row per modality: the image (kind ``image``), each non-blank text (kind
 logged and counted in ``Manifest.skipped``; a record left without any row is
 not stored.
 
+Incremental: items whose inputs are unchanged since the live snapshot (same
+content hash, same model) get their vectors copied from it instead of encoded
+(:mod:`index.reuse`); the manifest's ``changes`` counts both. Rows keep the
+order a full encode would give them, so an unchanged source yields the same
+``vectors.npy``.
+
 Once the catalog and vectors are complete, the class prototype table is built
 from them (:mod:`index.prototypes`), so every (re-)index rebuilds it.
 """
@@ -55,6 +61,7 @@ from index.layout import (
 from index.manifest import Manifest
 from index.milvus_index import MILVUS_FACTORY
 from index.prototypes import PrototypeOptions, PrototypeTable, build_prototype_table
+from index.reuse import BatchPlan, ChangeCounts, LiveVectors, live_vectors, plan_batch
 from index.snapshot import CATALOG_FILE, INDEX_FILE, VECTORS_FILE
 from index.spool import NpySpool
 from index.vector_index import VectorIndex
@@ -112,6 +119,7 @@ class _EncodedBatch:
     vectors: list[np.ndarray] = field(default_factory=list)
     rows: list[tuple[str, str]] = field(default_factory=list)  # (item_id, kind) per vector
     skipped: int = 0
+    plan: BatchPlan = field(default_factory=lambda: BatchPlan({}))
 
 
 @dataclass
@@ -120,6 +128,8 @@ class _BuildCounts:
     items: int = 0
     skipped: int = 0
     kinds: Counter[str] = field(default_factory=Counter)
+    changes: ChangeCounts = field(default_factory=ChangeCounts)
+    kept_from_live: int = 0  # items of the new snapshot that the live one had too
 
 
 # --------------------------------------------------------------------------- encoding
@@ -159,7 +169,7 @@ def _load_images(
     return ids, images, skipped
 
 
-def _encode_batch(
+def _encode_records(
     batch: Sequence[CatalogRecord], encoder: Encoder, max_pixels: int
 ) -> _EncodedBatch:
     out = _EncodedBatch()
@@ -182,6 +192,42 @@ def _encode_batch(
         vectors = encoder.encode_recipes([recipe for _, recipe in recipes])
         out.vectors.append(_checked(vectors, len(recipes), encoder.dim, "recipe"))
         out.rows += [(item_id, "recipe") for item_id, _ in recipes]
+    return out
+
+
+_KIND_ORDER = ("image", "text", "recipe")  # the row order _encode_records gives a batch
+
+
+def _encode_batch(
+    batch: Sequence[CatalogRecord],
+    encoder: Encoder,
+    max_pixels: int,
+    live: LiveVectors | None,
+) -> _EncodedBatch:
+    """Encode the records whose vectors cannot be copied from ``live``; copy the rest."""
+    plan = plan_batch(batch, live)
+    fresh = _encode_records([r for r in batch if r.id not in plan.reused], encoder, max_pixels)
+    fresh.plan = plan
+    return _in_full_encode_order(batch, fresh) if plan.reused else fresh
+
+
+def _in_full_encode_order(batch: Sequence[CatalogRecord], fresh: _EncodedBatch) -> _EncodedBatch:
+    """Fresh and copied rows merged in the order encoding the whole batch would give."""
+    by_item: dict[tuple[str, str], list[np.ndarray]] = {}
+    fresh_vectors = np.concatenate(fresh.vectors) if fresh.vectors else np.empty((0, 0))
+    for (item_id, kind), vector in zip(fresh.rows, fresh_vectors, strict=True):
+        by_item.setdefault((item_id, kind), []).append(vector)
+    for item_id, reused in fresh.plan.reused.items():
+        for kind, vector in zip(reused.kinds, reused.vectors, strict=True):
+            by_item.setdefault((item_id, kind), []).append(vector)
+    out = _EncodedBatch(skipped=fresh.skipped, plan=fresh.plan)
+    vectors = []
+    for kind in _KIND_ORDER:
+        for record in batch:
+            for vector in by_item.get((record.id, kind), []):
+                vectors.append(vector)
+                out.rows.append((record.id, kind))
+    out.vectors = [np.stack(vectors)]
     return out
 
 
@@ -245,7 +291,11 @@ class _BuildOptions:
 
 
 def _encode_catalog(
-    records: Iterable[CatalogRecord], encoder: Encoder, staging: Path, options: _BuildOptions
+    records: Iterable[CatalogRecord],
+    encoder: Encoder,
+    staging: Path,
+    options: _BuildOptions,
+    live: LiveVectors | None,
 ) -> tuple[_BuildCounts, np.ndarray]:
     counts = _BuildCounts()
     seen: set[str] = set()
@@ -257,12 +307,14 @@ def _encode_catalog(
             options.progress(0, options.total)
         for batch in _batched(records, options.batch_size):
             _check_unique(batch, seen)
-            encoded = _encode_batch(batch, encoder, options.max_image_pixels)
+            encoded = _encode_batch(batch, encoder, options.max_image_pixels, live)
             _store_batch(batch, encoded, writer, spool, counts)
             bar.update(len(batch))
             if options.progress is not None:
                 options.progress(counts.records, options.total)
         _check_not_empty(counts, spool.n_rows)
+        if live is not None:
+            counts.changes.items_removed = live.n_items - counts.kept_from_live
         writer.finish()
         return counts, spool.finish()
     finally:
@@ -300,7 +352,7 @@ def _store_batch(
     first_row = spool.n_rows
     rows = [(first_row + i, item_id, kind) for i, (item_id, kind) in enumerate(encoded.rows)]
     try:
-        writer.add_batch(items, rows, _indexed_images(batch, encoded))
+        writer.add_batch(items, rows, _indexed_images(batch, encoded), encoded.plan.hashes)
     except ValueError as exc:  # metadata that is not plain JSON
         raise BuildError(str(exc)) from exc
     for vectors in encoded.vectors:
@@ -309,9 +361,21 @@ def _store_batch(
     counts.items += len(items)
     counts.skipped += encoded.skipped
     counts.kinds.update(kind for _, kind in encoded.rows)
+    _count_changes(encoded, with_rows, counts)
     for record in batch:
         if record.id not in with_rows:
             logger.warning("item %s has no readable modality; left out", record.id)
+
+
+def _count_changes(encoded: _EncodedBatch, stored: set[str], counts: _BuildCounts) -> None:
+    reused = encoded.plan.reused
+    n_reused_rows = sum(len(item.kinds) for item in reused.values())
+    changes = counts.changes
+    changes.items_reused += len(reused)
+    changes.vectors_reused += n_reused_rows
+    changes.items_embedded += len(stored) - len(reused)
+    changes.vectors_embedded += len(encoded.rows) - n_reused_rows
+    counts.kept_from_live += len(stored & encoded.plan.in_live)
 
 
 def _indexed_images(
@@ -379,9 +443,10 @@ def build_snapshot(
     with (
         claim_staging(index_dir, version) as staging,
         _full_disk_reported(index_dir),
+        live_vectors(index_dir, encoder) as live,
         backend.dropped_on_failure(version),
     ):
-        manifest = _write_snapshot(records, encoder, staging, options, factory, prototypes)
+        manifest = _write_snapshot(records, encoder, staging, options, factory, prototypes, live)
         manifest = replace(manifest, source=source, format=fmt, requested_at=stamp)
         manifest.write(staging)
         fsync_dir(staging)
@@ -394,11 +459,12 @@ def build_snapshot(
         with publish_lock(index_dir):
             backend.pruned(prune(index_dir, keep_older))
     logger.info(
-        "built snapshot %s: %d items, %d vectors, %d skipped",
+        "built snapshot %s: %d items, %d vectors, %d skipped; changes %s",
         manifest.version,
         manifest.n_items,
         manifest.n_vectors,
         manifest.skipped,
+        manifest.changes,
     )
     return manifest
 
@@ -410,9 +476,10 @@ def _write_snapshot(
     options: _BuildOptions,
     factory: str,
     prototypes: PrototypeOptions | None,
+    live: LiveVectors | None,
 ) -> Manifest:
     """Every file of the snapshot into ``staging``; returns its manifest (not yet written)."""
-    counts, vectors = _encode_catalog(records, encoder, staging, options)
+    counts, vectors = _encode_catalog(records, encoder, staging, options, live)
     prototype_options = prototypes or PrototypeOptions()
     table = _write_prototypes(staging, vectors, encoder, prototype_options)
     version = staging.name.removeprefix(STAGING_PREFIX)
@@ -440,6 +507,8 @@ def _write_snapshot(
         recall_at_10=tuning.recall_at_10,
         target_recall=tuning.target_recall,
         recall_queries=tuning.recall_queries,
+        changes=counts.changes.as_dict(),
+        reused_from=live.version if live is not None and counts.changes.items_reused else None,
         backend=options.backend.name,
         collection=collection,
     )

@@ -2,13 +2,17 @@
 
 Schema::
 
-    items(id TEXT PRIMARY KEY, label TEXT, metadata TEXT /* JSON object */)
+    items(id TEXT PRIMARY KEY, label TEXT, metadata TEXT /* JSON object */,
+          content_hash TEXT /* sha256 of the inputs that were encoded */)
     vectors(row INTEGER PRIMARY KEY, item_id TEXT, kind TEXT)
     images(item_id TEXT PRIMARY KEY, path TEXT)  /* the photo file indexed for an item */
 
 ``images`` lets the service show an item's photo: it only ever serves the paths
 written here at index time. Snapshots built before the table existed have no
 images (:meth:`Catalog.image_path` returns None).
+``items.content_hash`` (see :mod:`index.reuse`) lets the next re-index copy an
+unchanged item's vectors instead of encoding it again; catalogs written before
+the column existed have none (:attr:`Catalog.has_content_hashes` is False).
 ``vectors.row`` is the FAISS id and the row of ``vectors.npy``. A snapshot's
 catalog is written once by :class:`CatalogWriter` and then only read, through a
 read-only connection shared by the request threads behind a lock (SQLite
@@ -19,6 +23,9 @@ Restricting a search (:meth:`Catalog.allowed_rows`) is done in memory where it
 can be: each row's kind and item are loaded once per snapshot (5 bytes a row),
 metadata filters run as parameterised SQL over the items table only (see
 :mod:`index.filters`) and their results are cached, as a snapshot never changes.
+Describing search results (:meth:`Catalog.describe_rows`) is in memory too: the
+item ids are loaded once with the row table, so a search queries SQLite only for
+the metadata of the k items it returns.
 """
 
 from __future__ import annotations
@@ -47,7 +54,9 @@ __all__ = [
 ]
 
 _SCHEMA = """
-CREATE TABLE items (id TEXT PRIMARY KEY, label TEXT, metadata TEXT NOT NULL);
+CREATE TABLE items (
+    id TEXT PRIMARY KEY, label TEXT, metadata TEXT NOT NULL, content_hash TEXT
+);
 CREATE TABLE vectors (row INTEGER PRIMARY KEY, item_id TEXT NOT NULL, kind TEXT NOT NULL);
 CREATE TABLE images (item_id TEXT PRIMARY KEY, path TEXT NOT NULL);
 """
@@ -75,10 +84,6 @@ class Item:
 # --------------------------------------------------------------------------- reader
 
 
-def _rows_array(rows: Iterable[int] | np.ndarray) -> list[int]:
-    return [int(r) for r in np.asarray(rows, dtype=np.int64).ravel()]
-
-
 def _chunks(values: list[Any]) -> Iterable[list[Any]]:
     for start in range(0, len(values), _SQL_CHUNK):
         yield values[start : start + _SQL_CHUNK]
@@ -101,9 +106,14 @@ class Catalog:
             for code, (kind,) in enumerate(self._query("SELECT DISTINCT kind FROM vectors"))
         }
         self._item_of_row, self._kind_of_row = self._load_row_table()
+        self._kind_names = np.array(list(self._kind_codes), dtype=object)
+        self._id_of_item = self._load_item_ids()
         self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._has_images = bool(
             self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'images'")
+        )
+        self.has_content_hashes = bool(
+            self._query("SELECT 1 FROM pragma_table_info('items') WHERE name = 'content_hash'")
         )
 
     @classmethod
@@ -147,6 +157,17 @@ class Catalog:
             raise ValueError("catalog has vector rows whose item is missing")
         return item_of_row, kind_of_row
 
+    def _load_item_ids(self) -> np.ndarray:
+        """Item id by items.rowid (None where no item has that rowid)."""
+        ids = np.full(int(self._item_of_row.max(initial=0)) + 1, None, dtype=object)
+        with self._lock:
+            cursor = self._db.execute("SELECT rowid, id FROM items")
+            while batch := cursor.fetchmany(_FETCH_CHUNK):
+                rowids, item_ids = zip(*batch, strict=True)
+                known = [i for i, rowid in enumerate(rowids) if rowid < ids.size]
+                ids[[rowids[i] for i in known]] = [item_ids[i] for i in known]
+        return ids
+
     def kind_counts(self) -> dict[str, int]:
         rows = self._query("SELECT kind, COUNT(*) FROM vectors GROUP BY kind ORDER BY kind")
         return {kind: count for kind, count in rows}
@@ -180,6 +201,27 @@ class Catalog:
         found = self._query("SELECT path FROM images WHERE item_id = ?", [item_id])
         return Path(found[0][0]) if found else None
 
+    def content_hashes(self, item_ids: Sequence[str]) -> dict[str, str | None]:
+        """Content hash of each known item among ``item_ids`` (None: not recorded)."""
+        column = "content_hash" if self.has_content_hashes else "NULL"
+        found: dict[str, str | None] = {}
+        for chunk in _chunks(list(dict.fromkeys(item_ids))):
+            sql = f"SELECT id, {column} FROM items WHERE id IN ({_marks(len(chunk))})"
+            found.update(dict(self._query(sql, chunk)))
+        return found
+
+    def rows_of_items(self, item_ids: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
+        """(row, kind) of each item's vector rows, in row order; items without rows absent."""
+        rows: dict[str, list[tuple[int, str]]] = {}
+        for chunk in _chunks(list(dict.fromkeys(item_ids))):
+            sql = (
+                f"SELECT item_id, row, kind FROM vectors "
+                f"WHERE item_id IN ({_marks(len(chunk))}) ORDER BY row"
+            )
+            for item_id, row, kind in self._query(sql, chunk):
+                rows.setdefault(item_id, []).append((int(row), kind))
+        return rows
+
     def rows_of_item(self, item_id: str, kinds: Sequence[str] | None = None) -> np.ndarray:
         sql = "SELECT row FROM vectors WHERE item_id = ?"
         params: list[Any] = [item_id]
@@ -189,16 +231,17 @@ class Catalog:
         return np.array([r for (r,) in self._query(sql + " ORDER BY row", params)], np.int64)
 
     def describe_rows(self, rows: Iterable[int] | np.ndarray) -> list[tuple[str, str]]:
-        """(item_id, kind) per row, in the order given; KeyError for unknown rows."""
-        wanted = _rows_array(rows)
-        known: dict[int, tuple[str, str]] = {}
-        for chunk in _chunks(list(set(wanted))):
-            sql = f"SELECT row, item_id, kind FROM vectors WHERE row IN ({_marks(len(chunk))})"
-            known.update({r: (i, k) for r, i, k in self._query(sql, chunk)})
-        missing = [r for r in wanted if r not in known]
-        if missing:
-            raise KeyError(f"unknown vector rows: {missing[:10]}")
-        return [known[r] for r in wanted]
+        """(item_id, kind) per row, in the order given; KeyError for unknown rows.
+
+        From the tables loaded at open: the hot path of every search, so no SQL.
+        """
+        wanted = np.asarray(rows, dtype=np.int64).ravel()
+        unknown = wanted[(wanted < 0) | (wanted >= self.n_vectors)]
+        if unknown.size:
+            raise KeyError(f"unknown vector rows: {unknown[:10].tolist()}")
+        item_ids = self._id_of_item[self._item_of_row[wanted]].tolist()
+        kinds = self._kind_names[self._kind_of_row[wanted]].tolist()
+        return list(zip(item_ids, kinds, strict=True))
 
     def item_ids_of_rows(self, rows: Iterable[int] | np.ndarray) -> list[str]:
         return [item_id for item_id, _ in self.describe_rows(rows)]
@@ -315,14 +358,16 @@ class CatalogWriter:
         items: Sequence[tuple[str, str | None, Mapping[str, Any]]],
         vectors: Sequence[tuple[int, str, str]],
         images: Sequence[tuple[str, Path | str]] = (),
+        content_hashes: Mapping[str, str] | None = None,
     ) -> None:
         """Insert (id, label, metadata) items, (row, item_id, kind) rows and
-        (item_id, image file) paths atomically."""
-        encoded = [(i, label, _metadata_json(i, meta)) for i, label, meta in items]
+        (item_id, image file) paths atomically; ``content_hashes`` by item id."""
+        hashes = content_hashes or {}
+        encoded = [(i, label, _metadata_json(i, meta), hashes.get(i)) for i, label, meta in items]
         paths = [(item_id, str(path)) for item_id, path in images]
         try:
             with self._db:
-                self._db.executemany("INSERT INTO items VALUES (?, ?, ?)", encoded)
+                self._db.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", encoded)
                 self._db.executemany("INSERT INTO vectors VALUES (?, ?, ?)", vectors)
                 self._db.executemany("INSERT INTO images VALUES (?, ?)", paths)
         except sqlite3.IntegrityError as exc:

@@ -31,6 +31,10 @@ class Manifest:
     n_classes: int = 0  # prototypes in the table (zero-shot ones included)
     n_zero_shot_classes: int = 0  # classes whose prototype is their embedded name alone
     class_field: str | None = None  # metadata field naming the class; None: item labels
+    # Items/vectors encoded vs copied from the live snapshot, and live items dropped
+    # (index.reuse.ChangeCounts); empty for snapshots built before it was counted.
+    changes: dict[str, int] = field(default_factory=dict)
+    reused_from: str | None = None  # the snapshot whose vectors were copied, if any
     created_at: str = field(default_factory=utc_now_iso)
     # When the re-index was asked for (ISO 8601, UTC): publishing is ordered by it,
     # so an older request that finishes late never replaces a newer one's snapshot.

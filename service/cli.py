@@ -71,22 +71,19 @@ def configure_logging(settings: Settings) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [env MMSEARCH_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [env MMSEARCH_PORT]")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes; over 1 needs Redis [env MMSEARCH_WORKERS, 1]"),
+    ] = None,
 ) -> None:
     """Run the HTTP API (uvicorn)."""
     import uvicorn
 
-    from service.app import create_app
-    from service.protocol import JsonErrorH11Protocol
+    from service.commands.serving import uvicorn_options
 
-    settings = load_settings(host=host, port=port)
+    settings = load_settings(host=host, port=port, workers=workers)
     configure_logging(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        http=JsonErrorH11Protocol,
-    )
+    uvicorn.run(**uvicorn_options(settings))
 
 
 @app.command()
@@ -458,6 +455,17 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int | None], None]
             bar.close()
 
 
+def describe_changes(changes: dict[str, int]) -> str:
+    """One line: what the build encoded, copied from the live snapshot and dropped."""
+    return (
+        f"embedded {changes.get('items_embedded', 0)} items "
+        f"({changes.get('vectors_embedded', 0)} vectors), "
+        f"reused {changes.get('items_reused', 0)} items "
+        f"({changes.get('vectors_reused', 0)} vectors), "
+        f"removed {changes.get('items_removed', 0)} items"
+    )
+
+
 def print_manifest(manifest: Manifest) -> None:
     kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(manifest.kinds.items()))
     print(f"published snapshot {manifest.version}")
@@ -466,6 +474,8 @@ def print_manifest(manifest: Manifest) -> None:
     print(f"  index    {manifest.factory}, dim {manifest.dim}, metric {manifest.metric}")
     print(f"  recall   {_recall_line(manifest)}")
     print(f"  classes  {manifest.n_classes} ({manifest.n_zero_shot_classes} zero-shot)")
+    if manifest.changes:
+        print(f"  changes  {describe_changes(manifest.changes)}")
     print(f"  model    {manifest.model_fingerprint}")
 
 

@@ -1,4 +1,10 @@
-"""Request dependencies as ``Annotated`` aliases: routes declare what they need."""
+"""Request dependencies as ``Annotated`` aliases: routes declare what they need.
+
+They are ``async def`` because they only read app state: FastAPI runs a plain
+``def`` dependency in the threadpool, and each such hop costs two thread wake-ups
+per request (tests/service/test_threadpool_hops.py counts them). One that blocks
+(I/O, a lock held for long) must be a plain ``def``.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from service.settings import Settings
 from service.state import AppState
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.mmsearch
     return state
 
@@ -30,7 +36,7 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
@@ -43,7 +49,7 @@ def model_not_ready_message(state: AppState) -> str:
     return f"the model {state.settings.model!r} is still loading; retry shortly"
 
 
-def get_encoder(state: StateDep) -> Encoder:
+async def get_encoder(state: StateDep) -> Encoder:
     if state.encoder is None:
         raise ModelNotReadyError(model_not_ready_message(state))
     return state.encoder
@@ -52,7 +58,7 @@ def get_encoder(state: StateDep) -> Encoder:
 EncoderDep = Annotated[Encoder, Depends(get_encoder)]
 
 
-def get_embedder(state: StateDep, encoder: EncoderDep) -> Embedder:
+async def get_embedder(state: StateDep, encoder: EncoderDep) -> Embedder:
     settings = state.settings
     if state.batcher is None:
         raise ModelNotReadyError(model_not_ready_message(state))
@@ -80,7 +86,7 @@ def no_snapshot_message(state: AppState) -> str:
     )
 
 
-def get_snapshot(state: StateDep, _encoder: EncoderDep) -> Snapshot:
+async def get_snapshot(state: StateDep, _encoder: EncoderDep) -> Snapshot:
     """The live snapshot, taken once: the request uses it even if a newer one lands."""
     snapshot = state.current_snapshot()
     if snapshot is None:
@@ -91,7 +97,7 @@ def get_snapshot(state: StateDep, _encoder: EncoderDep) -> Snapshot:
 SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
 
 
-def get_job_queue(state: StateDep) -> JobQueue:
+async def get_job_queue(state: StateDep) -> JobQueue:
     if state.jobs is None:
         raise ModelNotReadyError("the job queue is not started yet; retry shortly")
     return state.jobs
@@ -102,7 +108,7 @@ JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]
 _bearer = HTTPBearer(auto_error=False, description="MMSEARCH_ADMIN_TOKEN")
 
 
-def require_admin(
+async def require_admin(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

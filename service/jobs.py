@@ -28,6 +28,7 @@ from rq.job import JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
 from rq.results import Result
 
+from index.manifest import Manifest
 from models.types import ProgressCallback
 from service.events import REDIS_DOWN
 from service.reindex import REINDEX_BATCH_SIZE, ReindexRequest
@@ -50,6 +51,20 @@ class JobStatus:
     progress: float  # 0..1
     index_version: str | None = None
     error: str | None = None
+    # Items/vectors encoded and copied, items removed (index.reuse.ChangeCounts)
+    changes: dict[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What a finished re-index made live, and what it encoded, copied and dropped."""
+
+    index_version: str
+    changes: dict[str, int] | None = None
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> JobOutcome:
+        return cls(manifest.version, dict(manifest.changes))
 
 
 class JobQueueUnavailableError(RuntimeError):
@@ -80,8 +95,8 @@ def short_error(exc: BaseException) -> str:
     return text if len(text) <= ERROR_MAX_CHARS else text[: ERROR_MAX_CHARS - 1] + "…"
 
 
-# Runs one request to the end and returns the version it made live.
-Reindexer = Callable[[ReindexRequest, ProgressCallback], str]
+# Runs one request to the end and returns the version it made live, with its changes.
+Reindexer = Callable[[ReindexRequest, ProgressCallback], JobOutcome]
 
 
 FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED})
@@ -144,14 +159,20 @@ class ThreadJobQueue:
     def _run(self, job_id: str, request: ReindexRequest) -> None:
         self._update(job_id, state=JobState.RUNNING)
         try:
-            version = self._reindex(request, self._progress_reporter(job_id))
+            outcome = self._reindex(request, self._progress_reporter(job_id))
         except Exception as exc:
             # The job boundary: the API reports the one-line error, the log keeps
             # the traceback, and the thread lives on for the next job.
             logger.warning("re-index job %s failed", job_id, exc_info=True)
             self._update(job_id, state=JobState.FAILED, error=short_error(exc))
             return
-        self._update(job_id, state=JobState.SUCCEEDED, progress=1.0, index_version=version)
+        self._update(
+            job_id,
+            state=JobState.SUCCEEDED,
+            progress=1.0,
+            index_version=outcome.index_version,
+            changes=outcome.changes,
+        )
 
     def _progress_reporter(self, job_id: str) -> ProgressCallback:
         def report(done: int, total: int | None) -> None:
@@ -286,6 +307,7 @@ class RQJobQueue:
             progress=_progress(state, meta.get("progress")),
             index_version=meta.get("index_version") or job.return_value(),
             error=rq_failure_message(job) if state is JobState.FAILED else None,
+            changes=_changes(meta.get("changes")),
         )
 
     def _abandoned_jobs_handled(self) -> bool:
@@ -308,6 +330,13 @@ def _progress(state: JobState, saved: object) -> float:
     if state is JobState.QUEUED:  # a retried job waits again: its last attempt's share is void
         return 0.0
     return float(saved) if isinstance(saved, int | float) else 0.0
+
+
+def _changes(saved: object) -> dict[str, int] | None:
+    """The counts a worker saved in job.meta; None when absent or not counts."""
+    if not isinstance(saved, dict):
+        return None
+    return {str(k): v for k, v in saved.items() if isinstance(v, int)}
 
 
 def rq_failure_message(job: Job) -> str:

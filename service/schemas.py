@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import re
+from contextvars import ContextVar
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -55,6 +57,7 @@ FilterCondition = (
 # UTF-16 surrogates: JSON may spell them ("\ud800"), but alone they are no character,
 # and no UTF-8 consumer (SQLite, the tokenizers, Redis) can take them.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_NUMBER_TYPES = frozenset({int, float, bool})
 
 
 def _strip_non_empty(value: str, what: str) -> str:
@@ -82,17 +85,30 @@ def _reject_lone_surrogates(value: Any) -> None:
             pending.extend(item.keys())
             pending.extend(item.values())
         elif isinstance(item, list | tuple):
+            if set(map(type, item)) <= _NUMBER_TYPES:  # a vector: skipped at C speed
+                continue
             pending.extend(item)
+
+
+# True while a _Strict model validates input it has checked for surrogates: the models
+# nested in it skip the walk (a search vector's 384 floats were walked once per level).
+_UNICODE_CHECKED: ContextVar[bool] = ContextVar("unicode_checked", default=False)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _valid_unicode(cls, data: Any) -> Any:
+    def _valid_unicode(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        if _UNICODE_CHECKED.get():
+            return handler(data)
         _reject_lone_surrogates(data)
-        return data
+        token = _UNICODE_CHECKED.set(True)
+        try:
+            return handler(data)
+        finally:
+            _UNICODE_CHECKED.reset(token)
 
 
 class RecipeIn(_Strict):
@@ -176,7 +192,9 @@ class QueryTerm(EmbedInput):
     def _vector_finite(cls, value: list[float] | None) -> list[float] | None:
         if value is None:
             return None
-        if not all(math.isfinite(x) for x in value):
+        # sum() runs in C and a NaN or infinity makes it non-finite; only then (or on an
+        # overflow of huge finite values) is each value looked at, in Python.
+        if not math.isfinite(sum(value)) and not all(math.isfinite(x) for x in value):
             raise ValueError("vector values must be finite numbers")
         if not any(value):
             raise ValueError("vector must not be all zeros")
@@ -459,12 +477,26 @@ class ReindexAccepted(BaseModel):
     state: Literal["queued"] = "queued"
 
 
+class ReindexChangesOut(BaseModel):
+    """What a re-index encoded, what it copied from the live snapshot (inputs unchanged,
+    same model), and how many live items the source no longer has."""
+
+    items_embedded: int = 0
+    vectors_embedded: int = 0
+    items_reused: int = 0
+    vectors_reused: int = 0
+    items_removed: int = 0
+
+
 class JobOut(BaseModel):
     job_id: str
     state: Literal["queued", "running", "succeeded", "failed"]
     progress: float = Field(ge=0.0, le=1.0)
     index_version: str | None = None
     error: str | None = None
+    changes: ReindexChangesOut | None = Field(
+        None, description="Set once the job succeeded: items encoded, reused and removed"
+    )
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

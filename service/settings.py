@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Bind address for `mmsearch serve`")
     port: int = Field(8000, description="Port for `mmsearch serve`")
+    workers: int = Field(
+        1, ge=1, description="uvicorn worker processes for `mmsearch serve`; over 1 needs Redis"
+    )
     log_level: str = Field("info", description="Python logging level")
 
     @model_validator(mode="after")

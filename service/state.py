@@ -38,7 +38,7 @@ from models.types import Recipe
 from service.batching import EncodeBatcher
 from service.errors import ModelNotReadyError
 from service.events import subscribe_snapshot_events
-from service.jobs import JobQueue, ProgressCallback, Reindexer, create_job_queue
+from service.jobs import JobOutcome, JobQueue, ProgressCallback, Reindexer, create_job_queue
 from service.metrics import Metrics
 from service.reindex import ReindexRequest, reindex
 from service.searching import FilterFieldCheck
@@ -120,19 +120,20 @@ class SnapshotNotServedError(RuntimeError):
 def reindex_in_process(state: AppState) -> Reindexer:
     """The thread job backend's reindexer: this app's model, done once it serves the result."""
 
-    def run(request: ReindexRequest, progress: ProgressCallback) -> str:
+    def run(request: ReindexRequest, progress: ProgressCallback) -> JobOutcome:
         encoder, live = state.encoder, state.live
         if encoder is None or live is None:
             raise ModelNotReadyError(
                 f"the model {state.settings.model!r} is not loaded yet; retry shortly"
             )
-        version = reindex(
+        manifest = reindex(
             request, state.settings, LockedEncoder(encoder, state.encoder_lock), progress
-        ).version
+        )
+        version = manifest.version
         live.refresh()
         if live.version != version:
             raise SnapshotNotServedError(_not_served_reason(state, live, version))
-        return version
+        return JobOutcome.of(manifest)
 
     return run
 

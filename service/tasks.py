@@ -21,7 +21,7 @@ from rq.job import Job
 from models.encoders import Encoder
 from models.registry import load_encoder
 from service.events import REDIS_DOWN
-from service.jobs import short_error
+from service.jobs import JobOutcome, short_error
 from service.reindex import REINDEX_BATCH_SIZE, ReindexRequest, reindex
 from service.settings import Settings
 
@@ -68,17 +68,18 @@ def reindex_job(request_json: str, settings_json: str, batch_size: int = REINDEX
     if job is None:  # called directly, outside a worker
         return reindex(request, settings, encoder_for(settings), batch_size=batch_size).version
     # A retried attempt starts from scratch: forget the previous attempt's outcome.
-    job.meta.update(progress=0.0, error=None, index_version=None)
+    job.meta.update(progress=0.0, error=None, index_version=None, changes=None)
     job.save_meta()
     try:
         encoder = encoder_for(settings)
         progress = JobMetaProgress(job)
-        version = reindex(request, settings, encoder, progress, batch_size=batch_size).version
+        manifest = reindex(request, settings, encoder, progress, batch_size=batch_size)
     except Exception as exc:
         # Recorded for GET /admin/jobs as one line; RQ keeps the full traceback.
         job.meta["error"] = short_error(exc)
         job.save_meta()
         raise
-    job.meta.update(progress=1.0, index_version=version)
+    outcome = JobOutcome.of(manifest)
+    job.meta.update(progress=1.0, index_version=outcome.index_version, changes=outcome.changes)
     job.save_meta()
-    return version
+    return outcome.index_version

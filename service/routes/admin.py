@@ -12,7 +12,13 @@ from service.deps import AdminDep, JobQueueDep, StateDep
 from service.errors import JobNotFoundError
 from service.jobs import JobStatus
 from service.reindex import ReindexRequest, check_request
-from service.schemas import JobOut, ReindexAccepted, ReindexIn, error_responses
+from service.schemas import (
+    JobOut,
+    ReindexAccepted,
+    ReindexChangesOut,
+    ReindexIn,
+    error_responses,
+)
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
@@ -44,6 +50,7 @@ def _job_out(job: JobStatus) -> JobOut:
         progress=min(max(job.progress, 0.0), 1.0),
         index_version=job.index_version,
         error=job.error,
+        changes=ReindexChangesOut(**job.changes) if job.changes else None,
     )
 
 

@@ -13,7 +13,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="Liveness: the process is up", response_model=HealthOut)
-def healthz() -> HealthOut:
+async def healthz() -> HealthOut:
     return HealthOut()
 
 

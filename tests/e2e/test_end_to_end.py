@@ -23,6 +23,7 @@ import pytest
 
 from service.settings import Settings
 from tests.conftest import write_kfood_sample
+from tests.polling import poll
 from tests.service.helpers import ADMIN_TOKEN, make_settings
 from tests.service.jobs_support import log_tail, mmsearch_command, running, service_env
 
@@ -182,7 +183,11 @@ def test_reindex_then_search_then_hot_swap_under_load(
     client = threading.Thread(target=load.run, daemon=True)
     client.start()
     try:
-        second_version = reindex(service, second)["index_version"]
+        # The second catalog is the first one's first 16 items: their vectors are copied,
+        # not encoded, so its job can end within one search; see the old version first.
+        poll(lambda: load.versions or load.failures, bool, timeout_s=SWAP_TIMEOUT_S)
+        second_job = reindex(service, second)
+        second_version = second_job["index_version"]
         assert second_version != first_version
         deadline = time.monotonic() + SWAP_TIMEOUT_S
         while second_version not in load.versions and time.monotonic() < deadline:
@@ -193,6 +198,12 @@ def test_reindex_then_search_then_hot_swap_under_load(
 
     assert not client.is_alive()
     assert load.failures == []
+    removed = FIRST_SAMPLE - SECOND_SAMPLE
+    assert second_job["changes"]["items_reused"] == SECOND_SAMPLE, second_job
+    assert (second_job["changes"]["items_embedded"], second_job["changes"]["items_removed"]) == (
+        0,
+        removed,
+    )
     assert first_version in load.versions and second_version in load.versions
     assert load.versions[-1] == second_version
     # Once swapped, never back: versions are served in order.

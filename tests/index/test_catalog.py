@@ -52,6 +52,32 @@ def test_lookups(catalog: Catalog):
     assert catalog.kind_counts() == {"image": 2, "recipe": 1, "text": 3}
     with pytest.raises(KeyError):
         catalog.item_ids_of_rows([99])
+    with pytest.raises(KeyError):
+        catalog.describe_rows([-1])
+
+
+def test_row_descriptions_from_memory_equal_the_sql_lookup(tmp_path: Path):
+    """describe_rows answers from tables loaded at open: the same as asking SQLite."""
+    rng = np.random.default_rng(0)
+    kinds = ("image", "text", "recipe")
+    owners = rng.integers(0, 300, 1000)
+    items = [(f"item-{i}", None, {}) for i in sorted(set(owners.tolist()))]
+    rows = [(row, f"item-{owner}", kinds[row % 3]) for row, owner in enumerate(owners)]
+    writer = CatalogWriter(tmp_path / "big.sqlite")
+    for start in range(0, len(items), 97):  # several batches: rowids keep counting
+        writer.add_batch(items[start : start + 97], [])
+    writer.add_batch([], rows)
+    writer.finish()
+    wanted = rng.permutation(len(rows))[:400].tolist() + [7, 7]  # shuffled, repeated
+
+    with sqlite3.connect(tmp_path / "big.sqlite") as db:
+        by_row = {r: (i, k) for r, i, k in db.execute("SELECT row, item_id, kind FROM vectors")}
+    opened = Catalog.open(tmp_path / "big.sqlite")
+    try:
+        assert opened.describe_rows(np.array(wanted)) == [by_row[r] for r in wanted]
+        assert opened.describe_rows([]) == []
+    finally:
+        opened.close()
 
 
 def test_image_paths(tmp_path: Path):

@@ -147,6 +147,27 @@ def test_reindex_job_succeeds_and_the_new_snapshot_goes_live(
     assert ready.status_code == 200
     assert ready.json()["index_version"] == job["index_version"]
     assert ready.json()["items"] == 12
+    assert job["changes"]["items_embedded"] == 12 and job["changes"]["items_reused"] == 0
+
+
+def test_second_reindex_of_the_same_source_reuses_every_vector(
+    admin_client: TestClient, kfood_sample: Path
+) -> None:
+    body = {"source": str(kfood_sample), "format": "kfood"}
+    first = _wait_for_job(admin_client, _reindex(admin_client, body, AUTH).headers["Location"])
+    second = _wait_for_job(admin_client, _reindex(admin_client, body, AUTH).headers["Location"])
+
+    assert first["state"] == second["state"] == "succeeded", (first, second)
+    n_vectors = first["changes"]["vectors_embedded"]
+    assert n_vectors >= 12
+    assert second["changes"] == {
+        "items_embedded": 0,
+        "vectors_embedded": 0,
+        "items_reused": 12,
+        "vectors_reused": n_vectors,
+        "items_removed": 0,
+    }
+    assert second["index_version"] != first["index_version"]
 
 
 def test_sources_outside_the_data_roots_are_refused(

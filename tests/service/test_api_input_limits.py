@@ -58,6 +58,7 @@ def test_lone_surrogates_are_422_wherever_they_are(tiny_client: TestClient) -> N
     bodies = [
         ("/search", '{"query": {"tag": "\\udc00"}}'),
         ("/search", '{"query": {"text": "a"}, "filter": {"cuisine": ["\\ud800"]}}'),
+        ("/search", '{"query": {"text": "a"}, "filter": {"cuisine": [1, 2.5, "\\ud800"]}}'),
         ("/embed", '{"inputs": [{"recipe": {"title": "t", "ingredients": ["\\ud83d"]}}]}'),
     ]
     for path, body in bodies:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,20 @@ def test_index_publishes_and_prints_the_snapshot(indexed: tuple[Path, str]) -> N
     assert "image: 12" in printed and "recipe: 12" in printed
     assert "index    Flat," in printed  # --factory defaults to auto: 24 vectors are exact
     assert "recall   exact search" in printed
+    assert "changes  embedded 12 items" in printed and "reused 0 items" in printed
+
+
+def test_index_again_reuses_the_unchanged_items(
+    indexed: tuple[Path, str], kfood_sample: Path, tmp_path: Path
+) -> None:
+    index_dir = tmp_path / "index"
+    shutil.copytree(indexed[0], index_dir)  # the module's index stays as it was
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        argv = ["index", str(kfood_sample), "--format", "kfood", "--index-dir", str(index_dir)]
+        assert main(argv) == 0
+    assert "changes  embedded 0 items (0 vectors), reused 12 items" in printed.getvalue()
+    assert "removed 0 items" in printed.getvalue()
 
 
 def test_search_by_image_returns_json_with_its_own_item_first(

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from index.layout import read_current
-from service.jobs import JobState, ProgressCallback, ThreadJobQueue, create_job_queue
+from service.jobs import (
+    JobOutcome,
+    JobState,
+    ProgressCallback,
+    ThreadJobQueue,
+    create_job_queue,
+)
 from service.reindex import ReindexRequest, reindex
 from tests.index.tiny_encoder import TinyEncoder
 from tests.service.helpers import make_settings
@@ -25,8 +31,8 @@ BUILD_TIMEOUT_S = 60  # 12 recipes, tiny encoder, shared 2-core CPU
 def thread_queue(tmp_path: Path, tiny_encoder: TinyEncoder) -> Iterator[ThreadJobQueue]:
     settings = make_settings(tmp_path / "index")
 
-    def run(request: ReindexRequest, progress: ProgressCallback) -> str:
-        return reindex(request, settings, tiny_encoder, progress).version
+    def run(request: ReindexRequest, progress: ProgressCallback) -> JobOutcome:
+        return JobOutcome.of(reindex(request, settings, tiny_encoder, progress))
 
     queue = create_job_queue(settings, run)
     assert isinstance(queue, ThreadJobQueue)
@@ -77,10 +83,10 @@ def test_failing_job_reports_a_short_error(
 def test_jobs_run_one_after_another(tmp_path: Path) -> None:
     calls: list[str] = []
 
-    def fake_reindex(request: ReindexRequest, progress: ProgressCallback) -> str:
+    def fake_reindex(request: ReindexRequest, progress: ProgressCallback) -> JobOutcome:
         progress(1, 2)
         calls.append(request.format)
-        return f"v-{request.format}"
+        return JobOutcome(f"v-{request.format}")
 
     queue = ThreadJobQueue(fake_reindex)
     try:
@@ -94,7 +100,7 @@ def test_jobs_run_one_after_another(tmp_path: Path) -> None:
 
 
 def test_close_stops_a_running_job_at_its_next_progress_report(tmp_path: Path) -> None:
-    def endless_reindex(request: ReindexRequest, progress: ProgressCallback) -> str:
+    def endless_reindex(request: ReindexRequest, progress: ProgressCallback) -> JobOutcome:
         done = 0
         while True:
             done += 1

@@ -16,7 +16,7 @@ from rq.registry import StartedJobRegistry
 
 from index.layout import read_current
 from service.events import subscribe_snapshot_events
-from service.jobs import REINDEX_RETRIES, JobState, RQJobQueue, create_job_queue
+from service.jobs import REINDEX_RETRIES, JobOutcome, JobState, RQJobQueue, create_job_queue
 from service.reindex import ReindexRequest
 from service.settings import Settings
 from service.worker import run_worker
@@ -31,7 +31,7 @@ def rq_settings(clean_redis: str, tmp_path: Path) -> Settings:
     )
 
 
-def _not_in_process(request: ReindexRequest, progress: object) -> str:
+def _not_in_process(request: ReindexRequest, progress: object) -> JobOutcome:
     raise AssertionError("with Redis, jobs run on workers")
 
 
@@ -71,6 +71,8 @@ def test_job_runs_on_a_worker_and_any_process_reads_its_status(
     assert status.progress == 1.0 and status.error is None
     assert status.index_version == read_current(rq_settings.index_dir)
     assert announced == [status.index_version]
+    assert status.changes is not None  # the worker's counts, read back from job.meta
+    assert status.changes["items_embedded"] == 12 and status.changes["items_removed"] == 0
 
 
 def test_failing_job_is_retried_then_failed_with_a_short_error(

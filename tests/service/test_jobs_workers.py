@@ -73,7 +73,10 @@ def staging_dirs(settings: Settings) -> list[Path]:
 def test_killed_workers_job_leaves_running_in_bounded_time_and_its_staging_goes_at_restart(
     settings: Settings, queue: RQJobQueue, kfood_sample: Path, tmp_path: Path
 ) -> None:
-    live = reindex(ReindexRequest(kfood_sample, "kfood"), settings, TinyEncoder()).version
+    # Live snapshot from another model (seed): the job must encode every item, and so last,
+    # instead of copying the unchanged items' vectors (incremental re-index).
+    other_model = TinyEncoder(seed=1)
+    live = reindex(ReindexRequest(kfood_sample, "kfood"), settings, other_model).version
     job_id = queue.enqueue_reindex(ReindexRequest(kfood_sample, "kfood"))
     args, env = tiny_worker(settings, delay_s=1.0)
     log = tmp_path / "worker-1.log"
