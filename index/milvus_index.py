@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, TypeVar
@@ -48,6 +49,7 @@ MILVUS_FACTORY = "Flat"  # what the manifest records: Milvus FLAT is exact searc
 MAX_TOP_K = 16_384  # Milvus refuses a larger search limit
 _INSERT_CHUNK_ROWS = 4_096  # well under gRPC's message limit at 1024 float32 dims
 _SEARCH_PARAMS = {"metric_type": "IP"}
+_RETRY_PAUSE_S = 0.5
 
 T = TypeVar("T")
 
@@ -71,14 +73,26 @@ def row_filter(allowed_rows: np.ndarray, ntotal: int) -> str:
     return f"{ROW_FIELD} not in [{', '.join(map(str, excluded.tolist()))}]"
 
 
-def _milvus_call(what: str, call: Callable[[], T]) -> T:
-    """Run a client call; Milvus' own errors become MilvusUnavailableError."""
+def _milvus_call(what: str, call: Callable[[], T], *, idempotent: bool = False) -> T:
+    """Run a client call; Milvus' own errors become MilvusUnavailableError.
+
+    An ``idempotent`` call is tried once more after a failure: in a long test session
+    Milvus Lite's gRPC server sent GOAWAY ("too many pings": pymilvus pings every 10 s,
+    idle or not) and the next connect failed once. Writes are never repeated: an insert
+    that did land would be stored twice.
+    """
     from pymilvus.exceptions import MilvusException
 
-    try:
-        return call()
-    except MilvusException as exc:
-        raise MilvusUnavailableError(f"Milvus {what} failed: {exc}") from exc
+    attempts = 2 if idempotent else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except MilvusException as exc:
+            if attempt == attempts:
+                raise MilvusUnavailableError(f"Milvus {what} failed: {exc}") from exc
+            logger.warning("Milvus %s failed, trying once more: %s", what, exc)
+            time.sleep(_RETRY_PAUSE_S)
+    raise AssertionError("unreachable")
 
 
 class MilvusVectorIndex:
@@ -126,6 +140,7 @@ class MilvusVectorIndex:
                 anns_field=VECTOR_FIELD,
                 search_params=_SEARCH_PARAMS,
             ),
+            idempotent=True,
         )
         for i, hits in enumerate(results):
             for j, hit in enumerate(hits):
@@ -139,6 +154,7 @@ class MilvusVectorIndex:
         found = _milvus_call(
             "get",
             lambda: self._client.get(self.collection, ids=wanted, output_fields=[VECTOR_FIELD]),
+            idempotent=True,
         )
         by_row = {int(hit[ROW_FIELD]): hit[VECTOR_FIELD] for hit in found}
         return np.asarray([by_row[row] for row in wanted], dtype=np.float32).reshape(-1, self.dim)
@@ -156,7 +172,7 @@ class MilvusStore:
         if self._client is None:
             from pymilvus import MilvusClient
 
-            self._client = _milvus_call("connect", lambda: MilvusClient(self.uri))
+            self._client = _milvus_call("connect", lambda: MilvusClient(self.uri), idempotent=True)
         return self._client
 
     def create(self, version: str, vectors: np.ndarray) -> MilvusVectorIndex:
@@ -168,7 +184,7 @@ class MilvusStore:
             chunk = np.asarray(vectors[start : start + _INSERT_CHUNK_ROWS], dtype=np.float32)
             batch = [{ROW_FIELD: start + i, VECTOR_FIELD: v} for i, v in enumerate(chunk)]
             _milvus_call("insert", partial(self.client.insert, name, batch))
-        _milvus_call("flush", lambda: self.client.flush(name))
+        _milvus_call("flush", lambda: self.client.flush(name), idempotent=True)
         return self.open(name, dim)
 
     def _create_collection(self, name: str, dim: int) -> None:
@@ -185,18 +201,22 @@ class MilvusStore:
 
     def open(self, collection: str, dim: int) -> MilvusVectorIndex:
         """Load ``collection`` for search (loading is per process: a new one must load it)."""
-        if not _milvus_call("has_collection", lambda: self.client.has_collection(collection)):
+        exists = _milvus_call(
+            "has_collection", lambda: self.client.has_collection(collection), idempotent=True
+        )
+        if not exists:
             raise CorruptSnapshotError(f"Milvus collection {collection} does not exist")
-        _milvus_call("load", lambda: self.client.load_collection(collection))
+        _milvus_call("load", lambda: self.client.load_collection(collection), idempotent=True)
         counted = _milvus_call(
             "count",
             lambda: self.client.query(collection, filter="", output_fields=["count(*)"]),
+            idempotent=True,
         )
         return MilvusVectorIndex(self.client, collection, dim, int(counted[0]["count(*)"]))
 
     def point_alias(self, collection: str) -> None:
         """Point :data:`CURRENT_ALIAS` at ``collection``; Milvus switches it atomically."""
-        aliases = _milvus_call("list_aliases", lambda: self.client.list_aliases())
+        aliases = _milvus_call("list_aliases", self.client.list_aliases, idempotent=True)
         if CURRENT_ALIAS in aliases.get("aliases", []):
             _milvus_call("alter_alias", lambda: self.client.alter_alias(collection, CURRENT_ALIAS))
         else:
@@ -209,6 +229,7 @@ class MilvusStore:
         """Drop the collections of these snapshot versions (none: nothing happens)."""
         for version in versions:
             name = collection_name(version)
-            if _milvus_call("has_collection", partial(self.client.has_collection, name)):
+            exists = partial(self.client.has_collection, name)
+            if _milvus_call("has_collection", exists, idempotent=True):
                 _milvus_call("drop_collection", partial(self.client.drop_collection, name))
                 logger.info("dropped Milvus collection %s", name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import index.milvus_index as milvus_index
 from index.milvus_index import (
     MilvusStore,
     MilvusUnavailableError,
@@ -89,3 +90,21 @@ def test_missing_collection_is_a_snapshot_error(milvus_uri, milvus):
         MilvusVectorIndex(store.client, "mmsearch_nothing_here", DIM, 1).search(
             np.ones(DIM, np.float32), 3
         )
+
+
+def test_reads_are_tried_twice_and_writes_once(monkeypatch):
+    exceptions = pytest.importorskip("pymilvus.exceptions")
+    monkeypatch.setattr(milvus_index, "_RETRY_PAUSE_S", 0.0)
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise exceptions.MilvusException(message="GOAWAY: too_many_pings")
+        return "ok"
+
+    assert milvus_index._milvus_call("search", flaky, idempotent=True) == "ok"
+    calls.clear()
+    with pytest.raises(MilvusUnavailableError, match="insert failed"):
+        milvus_index._milvus_call("insert", flaky)
+    assert len(calls) == 1
