@@ -43,6 +43,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from index.autotune import AUTO, Tuning, TuningPolicy, check_factory, resolve_factory, tune
+from index.backends import IndexBackend, exact_tuning
 from index.catalog import Catalog, CatalogWriter
 from index.layout import (
     STAGING_PREFIX,
@@ -58,6 +59,7 @@ from index.layout import (
     read_current,
 )
 from index.manifest import Manifest
+from index.milvus_index import MILVUS_FACTORY
 from index.prototypes import PrototypeOptions, PrototypeTable, build_prototype_table
 from index.reuse import BatchPlan, ChangeCounts, LiveVectors, live_vectors, plan_batch
 from index.snapshot import CATALOG_FILE, INDEX_FILE, VECTORS_FILE
@@ -285,6 +287,7 @@ class _BuildOptions:
     progress: ProgressCallback | None
     max_image_pixels: int
     tuning: TuningPolicy
+    backend: IndexBackend
 
 
 def _encode_catalog(
@@ -405,6 +408,7 @@ def build_snapshot(
     keep_older: int | None = None,
     min_kept_share: float = 0.0,
     tuning: TuningPolicy | None = None,
+    backend: IndexBackend | None = None,
 ) -> Manifest:
     """Encode ``records`` into a new snapshot under ``index_dir``; returns its manifest.
 
@@ -416,24 +420,31 @@ def build_snapshot(
     ``prototypes`` says how the class prototype table is made (default: item
     labels, all members). ``factory`` ``auto`` chooses one by catalog size, and
     ``tuning`` sets that choice and the recall the search knobs are tuned to (see
-    :mod:`index.autotune`). BuildError for empty datasets, duplicate ids,
+    :mod:`index.autotune`). ``backend`` says where the vectors are searched (default
+    FAISS; see :mod:`index.backends`). BuildError for empty datasets, duplicate ids,
     untrainable factories; ValueError for a bad factory string or batch size
     (checked before encoding).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     check_factory(encoder.dim, factory)  # a typo should fail now, not after encoding
+    backend = backend or IndexBackend()
+    backend.check_factory(factory)
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(index_dir)
     stamp = _iso(requested_at)
     if publish_snapshot:
         _check_not_superseded(index_dir, stamp)
-    options = _BuildOptions(batch_size, total, progress, max_image_pixels, tuning or TuningPolicy())
+    options = _BuildOptions(
+        batch_size, total, progress, max_image_pixels, tuning or TuningPolicy(), backend
+    )
+    version = new_version()
     with (
-        claim_staging(index_dir, new_version()) as staging,
+        claim_staging(index_dir, version) as staging,
         _full_disk_reported(index_dir),
         live_vectors(index_dir, encoder) as live,
+        backend.dropped_on_failure(version),
     ):
         manifest = _write_snapshot(records, encoder, staging, options, factory, prototypes, live)
         manifest = replace(manifest, source=source, format=fmt, requested_at=stamp)
@@ -441,11 +452,12 @@ def build_snapshot(
         fsync_dir(staging)
         if publish_snapshot:
             _publish_in_order(index_dir, staging, manifest, min_kept_share)
+            backend.published(manifest)
         else:
             install(index_dir, staging, manifest.version)
     if publish_snapshot and keep_older is not None:
         with publish_lock(index_dir):
-            prune(index_dir, keep_older)
+            backend.pruned(prune(index_dir, keep_older))
     logger.info(
         "built snapshot %s: %d items, %d vectors, %d skipped; changes %s",
         manifest.version,
@@ -470,10 +482,16 @@ def _write_snapshot(
     counts, vectors = _encode_catalog(records, encoder, staging, options, live)
     prototype_options = prototypes or PrototypeOptions()
     table = _write_prototypes(staging, vectors, encoder, prototype_options)
-    factory = resolve_factory(factory, int(vectors.shape[0]), encoder.dim, options.tuning)
-    tuning = _write_index(staging, vectors, factory, options.tuning)
+    version = staging.name.removeprefix(STAGING_PREFIX)
+    collection = None
+    if (milvus := options.backend.milvus) is not None:
+        factory, tuning = MILVUS_FACTORY, exact_tuning(options.tuning)
+        collection = milvus.create(version, vectors).collection
+    else:
+        factory = resolve_factory(factory, int(vectors.shape[0]), encoder.dim, options.tuning)
+        tuning = _write_index(staging, vectors, factory, options.tuning)
     return Manifest(
-        version=staging.name.removeprefix(STAGING_PREFIX),
+        version=version,
         model_fingerprint=encoder.fingerprint,
         dim=encoder.dim,
         factory=factory,
@@ -491,6 +509,8 @@ def _write_snapshot(
         recall_queries=tuning.recall_queries,
         changes=counts.changes.as_dict(),
         reused_from=live.version if live is not None and counts.changes.items_reused else None,
+        backend=options.backend.name,
+        collection=collection,
     )
 
 

@@ -13,6 +13,7 @@ import logging
 import threading
 from pathlib import Path
 
+from index.backends import IndexBackend
 from index.layout import SnapshotError, read_current
 from index.snapshot import Snapshot
 
@@ -28,11 +29,17 @@ class LiveSnapshot:
     """
 
     def __init__(
-        self, index_dir: Path | str, expected_fingerprint: str | None, *, use_gpu: bool = False
+        self,
+        index_dir: Path | str,
+        expected_fingerprint: str | None,
+        *,
+        use_gpu: bool = False,
+        backend: IndexBackend | None = None,
     ) -> None:
         self.index_dir = Path(index_dir)
         self.expected_fingerprint = expected_fingerprint
         self.use_gpu = use_gpu
+        self.backend = backend
         self._snapshot: Snapshot | None = None
         self._failed_version: str | None = None
         self.last_error: str | None = None
@@ -61,7 +68,10 @@ class LiveSnapshot:
                 return False
             try:
                 snapshot = Snapshot.open(
-                    self.index_dir / version, self.expected_fingerprint, use_gpu=self.use_gpu
+                    self.index_dir / version,
+                    self.expected_fingerprint,
+                    use_gpu=self.use_gpu,
+                    backend=self.backend,
                 )
             except (SnapshotError, OSError) as exc:
                 return self._failed(version, exc)

@@ -50,6 +50,10 @@ class Manifest:
     recall_at_10: float | None = None  # against exact search; None: never measured
     target_recall: float | None = None
     recall_queries: int = 0  # queries recall_at_10 was measured on; 0: exact or unknown
+    # Where the vectors are searched (index.backends): "faiss" (index.faiss in this folder;
+    # every manifest older than this field) or "milvus" (the collection named here).
+    backend: str = "faiss"
+    collection: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +87,8 @@ class Manifest:
                 f"{where}: snapshot layout {manifest.layout} is newer than this code "
                 f"understands ({LAYOUT_VERSION}); upgrade mmsearch"
             )
+        if manifest.backend not in ("faiss", "milvus"):
+            raise CorruptSnapshotError(f"{where}: unknown index backend {manifest.backend!r}")
         if manifest.metric != "ip":
             raise CorruptSnapshotError(f"{where}: unsupported metric {manifest.metric!r}")
         return manifest

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from index.backends import MILVUS, IndexBackend
 from index.catalog import Catalog, Item
 from index.layout import (
     CorruptSnapshotError,
@@ -39,7 +40,7 @@ from index.layout import (
 from index.manifest import Manifest
 from index.prototypes import ClassMatch, PrototypeTable
 from index.ranking import RankedRows, Ranking, RowScorer
-from index.vector_index import DimensionMismatchError, VectorIndex, as_matrix
+from index.vector_index import DimensionMismatchError, SearchableIndex, VectorIndex, as_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class Snapshot:
         self,
         path: Path,
         manifest: Manifest,
-        index: VectorIndex,
+        index: SearchableIndex,
         catalog: Catalog,
         vectors: np.ndarray,
         prototypes: PrototypeTable | None = None,
@@ -147,11 +148,17 @@ class Snapshot:
 
     @classmethod
     def open(
-        cls, path: Path | str, expected_fingerprint: str | None = None, *, use_gpu: bool = False
+        cls,
+        path: Path | str,
+        expected_fingerprint: str | None = None,
+        *,
+        use_gpu: bool = False,
+        backend: IndexBackend | None = None,
     ) -> Snapshot:
         """Load a version directory; the fingerprint is checked before big files load.
 
-        ``use_gpu`` mirrors the FAISS index onto the GPUs when there are any.
+        ``use_gpu`` mirrors the FAISS index onto the GPUs when there are any; ``backend``
+        opens the snapshots whose manifest says Milvus (FAISS ones need none).
         """
         path = Path(path)
         try:
@@ -159,7 +166,7 @@ class Snapshot:
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise CorruptSnapshotError(f"snapshot {path} does not exist") from exc
         try:
-            snapshot = cls._load(path, expected_fingerprint, use_gpu)
+            snapshot = cls._load(path, expected_fingerprint, use_gpu, backend)
         except BaseException:
             lease.release()
             raise
@@ -168,26 +175,31 @@ class Snapshot:
         return snapshot
 
     @classmethod
-    def _load(cls, path: Path, expected_fingerprint: str | None, use_gpu: bool) -> Snapshot:
+    def _load(
+        cls,
+        path: Path,
+        expected_fingerprint: str | None,
+        use_gpu: bool,
+        backend: IndexBackend | None,
+    ) -> Snapshot:
         manifest = Manifest.read(path)
         if expected_fingerprint is not None and manifest.model_fingerprint != expected_fingerprint:
             raise FingerprintMismatchError(
                 manifest.version, manifest.model_fingerprint, expected_fingerprint
             )
         try:
-            index = VectorIndex.load(path / INDEX_FILE, manifest.factory)
+            index = _open_index(path, manifest, backend or IndexBackend())
             vectors = np.load(path / VECTORS_FILE, mmap_mode="r")
             catalog = Catalog.open(path / CATALOG_FILE)
         except (OSError, RuntimeError, ValueError, sqlite3.Error) as exc:
             raise CorruptSnapshotError(f"snapshot {path} cannot be loaded: {exc}") from exc
         _check_consistent(path, manifest, index, catalog, vectors)
-        _apply_search_knobs(index, manifest)
         try:
             prototypes = PrototypeTable.load(path, manifest.n_vectors, manifest.dim)
         except CorruptSnapshotError:
             catalog.close()
             raise
-        if use_gpu:
+        if use_gpu and isinstance(index, VectorIndex):
             index.enable_gpu()
         return cls(path, manifest, index, catalog, vectors, prototypes)
 
@@ -336,6 +348,14 @@ class Snapshot:
         return list(best.values())
 
 
+def _open_index(path: Path, manifest: Manifest, backend: IndexBackend) -> SearchableIndex:
+    if manifest.backend == MILVUS:
+        return backend.open(path, manifest)
+    index = VectorIndex.load(path / INDEX_FILE, manifest.factory)
+    _apply_search_knobs(index, manifest)
+    return index
+
+
 def _apply_search_knobs(index: VectorIndex, manifest: Manifest) -> None:
     """Search as the build tuned it; older manifests leave VectorIndex's defaults."""
     if manifest.ef_search is not None:
@@ -345,7 +365,7 @@ def _apply_search_knobs(index: VectorIndex, manifest: Manifest) -> None:
 
 
 def _check_consistent(
-    path: Path, manifest: Manifest, index: VectorIndex, catalog: Catalog, vectors: np.ndarray
+    path: Path, manifest: Manifest, index: SearchableIndex, catalog: Catalog, vectors: np.ndarray
 ) -> None:
     expected = (manifest.n_vectors, manifest.dim)
     problems = []
@@ -364,7 +384,11 @@ def _check_consistent(
 
 
 def load_current(
-    index_dir: Path | str, expected_fingerprint: str | None = None, *, use_gpu: bool = False
+    index_dir: Path | str,
+    expected_fingerprint: str | None = None,
+    *,
+    use_gpu: bool = False,
+    backend: IndexBackend | None = None,
 ) -> Snapshot:
     """Open the snapshot CURRENT names (NoSnapshotError when there is none)."""
     index_dir = Path(index_dir)
@@ -374,4 +398,6 @@ def load_current(
             f"no index snapshot published in {index_dir}; build one with "
             "`mmsearch index ...` or POST /admin/reindex"
         )
-    return Snapshot.open(index_dir / version, expected_fingerprint, use_gpu=use_gpu)
+    return Snapshot.open(
+        index_dir / version, expected_fingerprint, use_gpu=use_gpu, backend=backend
+    )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Protocol
 
 import faiss
 import numpy as np
@@ -67,6 +68,26 @@ def _build_from_factory(dim: int, factory: str) -> faiss.Index:
             f"invalid FAISS factory string {factory!r} for dim {dim} ({first_line}); "
             f"examples: {FACTORY_EXAMPLES}"
         ) from exc
+
+
+class SearchableIndex(Protocol):
+    """What a snapshot searches: a FAISS :class:`VectorIndex` or a Milvus collection
+    (:class:`index.milvus_index.MilvusVectorIndex`), both keyed by catalog row number."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def ntotal(self) -> int: ...
+
+    @property
+    def is_exact(self) -> bool: ...
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed_rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def reconstruct(self, rows: np.ndarray) -> np.ndarray: ...
 
 
 class VectorIndex:
@@ -146,7 +167,7 @@ class VectorIndex:
         selector = bitmap = None
         if allowed_rows is not None:
             if np.size(allowed_rows) == 0:
-                return _empty_result(matrix.shape[0], k)
+                return empty_result(matrix.shape[0], k)
             bitmap = self._row_bitmap(allowed_rows)  # must outlive the search: FAISS reads it
             selector = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))
         index = self._gpu if (self._gpu is not None and selector is None) else self._cpu
@@ -205,7 +226,7 @@ class VectorIndex:
         return True
 
 
-def _empty_result(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+def empty_result(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return (
         np.full((n_queries, k), -np.inf, dtype=np.float32),
         np.full((n_queries, k), -1, dtype=np.int64),

@@ -24,6 +24,7 @@ from pathlib import Path
 import redis
 
 from index.autotune import AUTO, TuningPolicy, check_factory
+from index.backends import FAISS, check_backend_factory
 from index.build import ProgressCallback, build_snapshot
 from index.manifest import Manifest
 from index.prototypes import PrototypeOptions
@@ -83,7 +84,10 @@ class InvalidReindexError(ValueError):
 
 
 def check_request(
-    request: ReindexRequest, dim: int | None, data_roots: Sequence[Path] | None = None
+    request: ReindexRequest,
+    dim: int | None,
+    data_roots: Sequence[Path] | None = None,
+    backend: str = FAISS,
 ) -> None:
     """Raise InvalidReindexError for what would make the build fail at once.
 
@@ -91,6 +95,7 @@ def check_request(
     (the model not loaded here) leaves that check to the process that builds.
     ``data_roots`` (``MMSEARCH_DATA_ROOTS``): when set, the source must lie inside
     one of them, so an admin token cannot index (and expose) any readable path.
+    ``backend`` (``MMSEARCH_INDEX_BACKEND``) refuses the factories it cannot build.
     """
     if request.format not in FORMATS:
         raise InvalidReindexError(
@@ -110,6 +115,7 @@ def check_request(
     if dim is not None:
         try:
             check_factory(dim, request.factory)
+            check_backend_factory(backend, request.factory)
         except ValueError as exc:
             raise InvalidReindexError(f"factory {request.factory!r}: {exc}") from exc
 
@@ -132,7 +138,7 @@ def reindex(
     The builder replaces CURRENT only once the snapshot is complete, so a failure
     or a killed process at any point leaves the live index as it was.
     """
-    check_request(request, encoder.dim, settings.data_roots)
+    check_request(request, encoder.dim, settings.data_roots, settings.index_backend)
     dataset = open_dataset(request.source, request.format)
     manifest = build_snapshot(
         dataset,
@@ -150,6 +156,7 @@ def reindex(
         keep_older=settings.keep_snapshots,
         min_kept_share=0.0 if request.force else settings.min_kept_share,
         tuning=TuningPolicy(settings.flat_max_vectors, settings.target_recall),
+        backend=settings.vector_backend(),
     )
     if settings.redis_url:
         announce_snapshot(settings.redis_url, manifest.version)

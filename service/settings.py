@@ -7,10 +7,12 @@ reads the environment at import time.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from index.backends import IndexBackend
 from models.lexicon import LEXICONS
 from models.registry import DEFAULT_MODEL
 
@@ -31,6 +33,16 @@ class Settings(BaseSettings):
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     index_dir: Path = Field(Path("var/index"), description="Where snapshots live")
+    index_backend: Literal["faiss", "milvus"] = Field(
+        "faiss",
+        description="Where vectors are searched: faiss (in each API process) | milvus "
+        "(MMSEARCH_MILVUS_URI); catalog and prototypes stay in index_dir either way",
+    )
+    milvus_uri: str | None = Field(
+        None,
+        description="Milvus for the milvus backend: a path ending in .db (Milvus Lite, "
+        "embedded, one process) or http://host:19530 (a server, shared by replicas and workers)",
+    )
     cache_dir: Path | None = Field(None, description="Model cache (default ~/.cache/mmsearch)")
     redis_url: str | None = Field(
         None, description="Redis for the job queue and snapshot events; unset = in-process jobs"
@@ -99,6 +111,16 @@ class Settings(BaseSettings):
         1, ge=1, description="uvicorn worker processes for `mmsearch serve`; over 1 needs Redis"
     )
     log_level: str = Field("info", description="Python logging level")
+
+    @model_validator(mode="after")
+    def _milvus_has_uri(self) -> Settings:
+        if self.index_backend == "milvus" and not self.milvus_uri:
+            raise ValueError("MMSEARCH_INDEX_BACKEND=milvus needs MMSEARCH_MILVUS_URI")
+        return self
+
+    def vector_backend(self) -> IndexBackend:
+        """A new backend handle (for Milvus, its own connection, opened on first use)."""
+        return IndexBackend(self.index_backend, self.milvus_uri)
 
     @field_validator("query_lexicon")
     @classmethod

@@ -173,7 +173,14 @@ async def _open_index(state: AppState, encoder: Encoder) -> None:
     settings = state.settings
     # The constructor loads CURRENT (disk I/O, FAISS read): keep it off the loop. A
     # snapshot it cannot use is logged and left in ``live.last_error`` for /readyz.
-    live = await anyio.to_thread.run_sync(LiveSnapshot, settings.index_dir, encoder.fingerprint)
+    live = await anyio.to_thread.run_sync(
+        partial(
+            LiveSnapshot,
+            settings.index_dir,
+            encoder.fingerprint,
+            backend=settings.vector_backend(),
+        )
+    )
     live.start_polling(settings.reload_interval_s)
     state.live = live
     if settings.redis_url:

@@ -133,3 +133,12 @@ def burrito_paths(shared_data: Path) -> list[Path]:
     paths = sorted((shared_data / "food101-10" / "images" / "breakfast_burrito").glob("*.jpg"))[:10]
     assert len(paths) == 10
     return paths
+
+
+# --------------------------------------------------------------------------- Milvus Lite
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One embedded Milvus Lite file per session (its start-up is paid once); each
+    snapshot gets its own collection in it. Skipped without the ``milvus`` extra."""
+    pytest.importorskip("pymilvus", reason="the milvus extra is not installed")
+    return str(tmp_path_factory.mktemp("milvus") / "milvus.db")

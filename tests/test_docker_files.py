@@ -56,3 +56,17 @@ def test_compose_services_share_the_index_volume_and_redis() -> None:
         assert service["environment"]["MMSEARCH_REDIS_URL"].startswith("redis://redis:")
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["api"]["profiles"] == ["cpu"] and services["api-gpu"]["profiles"] == ["gpu"]
+
+
+def test_the_milvus_profile_points_api_and_worker_at_one_milvus() -> None:
+    services = compose()["services"]
+    for name in ("api-milvus", "worker-milvus"):
+        service = services[name]
+        assert service["profiles"] == ["milvus"]
+        assert "index-data:/data" in service["volumes"], name  # the catalogs stay shared
+        assert service["environment"]["MMSEARCH_INDEX_BACKEND"] == "milvus"
+        assert service["environment"]["MMSEARCH_MILVUS_URI"] == "http://milvus:19530"
+        assert service["depends_on"]["milvus"]["condition"] == "service_healthy"
+    assert services["api-milvus"]["build"]["args"]["EXTRAS"] == "[milvus]"
+    assert {"milvus", "etcd", "minio"} <= set(services)
+    assert 'pip install ".${EXTRAS}"' in (ROOT / "docker" / "Dockerfile").read_text()

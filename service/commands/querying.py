@@ -34,7 +34,9 @@ def search_snapshot(
     if k < 1:
         raise CommandInputError("-k must be at least 1")
     encoder = load_encoder_for(settings)
-    snapshot = load_current(settings.index_dir, encoder.fingerprint)
+    snapshot = load_current(
+        settings.index_dir, encoder.fingerprint, backend=settings.vector_backend()
+    )
     try:
         vector = encode_query(encoder, settings, text=text, image=image)
         matches = snapshot.search(vector, k, kinds=kinds)

@@ -38,4 +38,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
             "run in-process without Redis, and one worker's jobs and snapshot updates "
             "would be invisible to the others"
         )
+    if settings.index_backend == "milvus" and str(settings.milvus_uri).endswith(".db"):
+        raise CommandInputError(
+            f"MMSEARCH_WORKERS={settings.workers} needs a Milvus server as MMSEARCH_MILVUS_URI: "
+            f"Milvus Lite ({settings.milvus_uri}) opens in one process only"
+        )
     return {"app": APP_FACTORY, "factory": True, "workers": settings.workers, **options}

@@ -68,8 +68,10 @@ async def reindex(
     # The factory is checked against the model's dimension once the model is loaded
     # here; otherwise by the process that builds, with the same message.
     dim = state.encoder.dim if state.encoder is not None else None
-    roots = state.settings.data_roots
-    await run_in_threadpool(check_request, reindex_request, dim, roots)  # stats the source
+    settings = state.settings
+    await run_in_threadpool(  # stats the source
+        check_request, reindex_request, dim, settings.data_roots, settings.index_backend
+    )
     job_id = await run_in_threadpool(jobs.enqueue_reindex, reindex_request)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job_id))
     return ReindexAccepted(job_id=job_id)

@@ -4,7 +4,7 @@ app (lifespan running) per module."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 import service.tasks
 import service.worker
+from index.backends import IndexBackend
 from index.build import build_snapshot
 from index.prototypes import PrototypeOptions
 from models.datasets import open_dataset
@@ -56,6 +57,54 @@ def client(index_dir: Path, encoder: Encoder) -> Iterator[TestClient]:
         yield test_client
 
 
+# --------------------------------------------------------------------------- both backends
+# A test module runs on FAISS and on Milvus (Lite, embedded) by taking the fixtures
+# below, or by overriding ``client`` / ``tiny_client`` with them.
+
+
+@pytest.fixture(scope="session", params=["faiss", "milvus"])
+def backend_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The Settings of each index backend: the parameter that runs a test on both."""
+    if request.param == "faiss":
+        return {}
+    return {"index_backend": "milvus", "milvus_uri": request.getfixturevalue("milvus_uri")}
+
+
+def _index_dir_on_backend(
+    request: pytest.FixtureRequest,
+    overrides: dict[str, Any],
+    faiss_fixture: str,
+    build: Callable[[Path, IndexBackend], Any],
+) -> Path:
+    """The FAISS suite's own snapshot, or the same catalog built into Milvus."""
+    if not overrides:
+        path: Path = request.getfixturevalue(faiss_fixture)
+        return path
+    path = request.getfixturevalue("tmp_path_factory").mktemp(f"{faiss_fixture}-milvus")
+    build(path, make_settings(path, **overrides).vector_backend())
+    return path
+
+
+@pytest.fixture(scope="session")
+def index_dir_per_backend(
+    request: pytest.FixtureRequest, backend_overrides: dict[str, Any], kfood_sample: Path
+) -> Path:
+    def build(path: Path, backend: IndexBackend) -> None:
+        encoder = request.getfixturevalue("encoder")
+        build_snapshot(open_dataset(kfood_sample, "kfood"), encoder, path, backend=backend)
+
+    return _index_dir_on_backend(request, backend_overrides, "index_dir", build)
+
+
+@pytest.fixture(scope="module")
+def client_per_backend(
+    index_dir_per_backend: Path, encoder: Encoder, backend_overrides: dict[str, Any]
+) -> Iterator[TestClient]:
+    settings = make_settings(index_dir_per_backend, **backend_overrides)
+    with TestClient(create_app(settings, encoder=encoder)) as test_client:
+        yield test_client
+
+
 # A small synthetic catalog served with the tiny random-projection encoder: fast, and
 # its classes / metadata are known exactly (prototypes, tags, compose, filters tests).
 TINY_ZERO_SHOT = {"tteokbokki": "spicy rice cakes"}
@@ -96,4 +145,27 @@ def tiny_index_dir(
 def tiny_client(tiny_index_dir: Path, tiny_encoder: TinyEncoder) -> Iterator[TestClient]:
     app = create_app(make_settings(tiny_index_dir), encoder=tiny_encoder)
     with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def tiny_index_dir_per_backend(
+    request: pytest.FixtureRequest,
+    backend_overrides: dict[str, Any],
+    tiny_records: list[CatalogRecord],
+    tiny_encoder: TinyEncoder,
+) -> Path:
+    def build(path: Path, backend: IndexBackend) -> None:
+        options = PrototypeOptions(zero_shot_classes=TINY_ZERO_SHOT)
+        build_snapshot(tiny_records, tiny_encoder, path, prototypes=options, backend=backend)
+
+    return _index_dir_on_backend(request, backend_overrides, "tiny_index_dir", build)
+
+
+@pytest.fixture(scope="module")
+def tiny_client_per_backend(
+    tiny_index_dir_per_backend: Path, tiny_encoder: TinyEncoder, backend_overrides: dict[str, Any]
+) -> Iterator[TestClient]:
+    settings = make_settings(tiny_index_dir_per_backend, **backend_overrides)
+    with TestClient(create_app(settings, encoder=tiny_encoder)) as test_client:
         yield test_client

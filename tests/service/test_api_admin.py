@@ -21,9 +21,13 @@ DEADLINE_S = 60.0
 
 
 @pytest.fixture()
-def admin_client(tmp_path: Path, encoder: Encoder) -> Iterator[TestClient]:
-    """An app on an empty index directory of its own, with the thread job backend."""
-    with TestClient(create_app(make_settings(tmp_path / "index"), encoder=encoder)) as client:
+def admin_client(
+    tmp_path: Path, encoder: Encoder, backend_overrides: dict[str, Any]
+) -> Iterator[TestClient]:
+    """An app on an empty index directory of its own, with the thread job backend, on
+    each index backend."""
+    settings = make_settings(tmp_path / "index", **backend_overrides)
+    with TestClient(create_app(settings, encoder=encoder)) as client:
         yield client
 
 
@@ -88,13 +92,17 @@ def test_bad_reindex_body_is_422(admin_client: TestClient) -> None:
 
 
 def test_factory_defaults_to_auto_and_a_bad_one_is_422(
-    admin_client: TestClient, kfood_sample: Path
+    admin_client: TestClient, kfood_sample: Path, backend_overrides: dict[str, Any]
 ) -> None:
     body = {"source": str(kfood_sample), "format": "kfood", "factory": "Bogus42"}
     response = _reindex(admin_client, body, AUTH)
 
     assert response.status_code == 422
     assert "factory 'Bogus42'" in response.json()["detail"]
+    if backend_overrides:  # a FAISS-only factory is refused by the milvus backend alone
+        response = _reindex(admin_client, body | {"factory": "HNSW32"}, AUTH)
+        assert response.status_code == 422
+        assert "milvus backend builds 'Flat'" in response.json()["detail"]
     assert ReindexIn(source="x", format="kfood").factory == "auto"
     accepted = _reindex(admin_client, body | {"factory": "auto"}, AUTH)
     assert accepted.status_code == 202

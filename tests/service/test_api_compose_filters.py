@@ -13,6 +13,12 @@ from models.types import CatalogRecord
 from tests.service.helpers import b64
 
 
+@pytest.fixture(scope="module")
+def tiny_client(tiny_client_per_backend: TestClient) -> TestClient:
+    """Every test here runs on the FAISS and on the Milvus backend."""
+    return tiny_client_per_backend
+
+
 def _search(client: TestClient, **body: Any) -> dict[str, Any]:
     response = client.post("/search", json=body)
     assert response.status_code == 200, response.text

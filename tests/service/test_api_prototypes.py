@@ -27,6 +27,12 @@ from tests.service.conftest import TINY_ZERO_SHOT
 from tests.service.helpers import ADMIN_TOKEN, make_settings
 
 
+@pytest.fixture(scope="module")
+def tiny_client(tiny_client_per_backend: TestClient) -> TestClient:
+    """Every test here runs on the FAISS and on the Milvus backend."""
+    return tiny_client_per_backend
+
+
 def _search(client: TestClient, **body: Any) -> dict[str, Any]:
     response = client.post("/search", json=body)
     assert response.status_code == 200, response.text
@@ -143,16 +149,18 @@ def _write_jsonl(root: Path, records: list[CatalogRecord]) -> Path:
 
 
 def test_reindex_rebuilds_prototypes_with_the_requested_options(
-    tmp_path: Path, tiny_encoder: TinyEncoder
+    tmp_path: Path, tiny_encoder: TinyEncoder, backend_overrides: dict[str, Any]
 ) -> None:
     # In-process jobs build with the app's own encoder: here the tiny one.
     index_dir = tmp_path / "index"
-    build_snapshot(make_records(tmp_path / "a", 9), tiny_encoder, index_dir)
+    settings = make_settings(index_dir, **backend_overrides)
+    records = make_records(tmp_path / "a", 9)
+    build_snapshot(records, tiny_encoder, index_dir, backend=settings.vector_backend())
     source = _write_jsonl(tmp_path, make_records(tmp_path / "b", 12, prefix="new"))
     # force: the new catalog has photo rows only, a third of the live snapshot's rows.
     body = {"source": str(source), "format": "jsonl", "class_field": "cuisine",
             "zero_shot_classes": {"한정식": "여러 반찬"}, "shots": 2, "force": True}  # fmt: skip
-    with TestClient(create_app(make_settings(index_dir), encoder=tiny_encoder)) as client:
+    with TestClient(create_app(settings, encoder=tiny_encoder)) as client:
         before = client.get("/classes").json()
         accepted = client.post("/admin/reindex", json=body, headers=AUTH)
         job = _wait_for_job(client, accepted.json()["job_id"])

@@ -13,6 +13,12 @@ from models.encoders import Encoder
 from tests.service.helpers import b64, detail_text, image_bytes
 
 
+@pytest.fixture(scope="module")
+def client(client_per_backend: TestClient) -> TestClient:
+    """Every test here runs on the FAISS and on the Milvus backend."""
+    return client_per_backend
+
+
 def _search(client: TestClient, query: dict[str, Any], **extra: Any) -> dict[str, Any]:
     response = client.post("/search", json={"query": query, **extra})
     assert response.status_code == 200, response.text

@@ -38,6 +38,20 @@ def test_workers_without_redis_are_refused(
     assert uvicorn_calls == []
 
 
+def test_workers_on_milvus_lite_are_refused(
+    uvicorn_calls: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("MMSEARCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+    monkeypatch.setenv("MMSEARCH_INDEX_BACKEND", "milvus")
+    monkeypatch.setenv("MMSEARCH_MILVUS_URI", str(tmp_path / "milvus.db"))
+    assert main(["serve", "--workers", "2"]) == 2
+    assert "Milvus Lite" in capsys.readouterr().err
+    assert uvicorn_calls == []
+
+
 def test_workers_from_the_environment_reach_uvicorn(
     uvicorn_calls: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,235 @@
+"""Milvus as a snapshot's vector index: one collection per snapshot version.
+
+``pymilvus`` is imported inside the functions that talk to Milvus, never at module
+level, so the default FAISS path does not load it (it comes with the ``milvus`` extra).
+
+The URI says which Milvus: a path ending in ``.db`` is Milvus Lite, embedded in this
+process (one process per file: a second process cannot open it, so API replicas and
+workers on other machines need a server); ``http://host:19530`` is a Milvus standalone
+or cluster, which shards and replicates the collection.
+
+A collection holds an INT64 primary key ``row`` (the catalog row number, as FAISS ids
+are) and a FLOAT_VECTOR ``vector`` under a FLAT inner-product index, so its results
+equal exact search: recall 1.0, no knob to tune. Collections are written once, flushed,
+and never changed, so strong consistency costs no waiting on reads.
+
+The alias :data:`CURRENT_ALIAS` names the live snapshot's collection, for readers
+outside mmsearch. The service itself searches the collection its snapshot's manifest
+names, so the vectors it finds always match that snapshot's SQLite catalog.
+
+Filters: the rows the SQLite catalog allows (kinds, metadata) reach Milvus as a
+``row in [...]`` expression (``row not in [...]`` when that is shorter). Its length
+grows with the set, a few bytes a row: fine up to some hundred thousand rows, but a
+filter that keeps millions of rows of a larger catalog sends megabytes of expression
+with every query, and Milvus caps request size. Such catalogs need the filtered fields
+as Milvus scalar fields instead (not done yet).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any, TypeVar
+
+import numpy as np
+
+from index.layout import CorruptSnapshotError, SnapshotError
+from index.vector_index import as_matrix, empty_result
+
+logger = logging.getLogger(__name__)
+
+COLLECTION_PREFIX = "mmsearch_"
+CURRENT_ALIAS = "mmsearch_current"
+ROW_FIELD = "row"
+VECTOR_FIELD = "vector"
+MILVUS_FACTORY = "Flat"  # what the manifest records: Milvus FLAT is exact search too
+MAX_TOP_K = 16_384  # Milvus refuses a larger search limit
+_INSERT_CHUNK_ROWS = 4_096  # well under gRPC's message limit at 1024 float32 dims
+_SEARCH_PARAMS = {"metric_type": "IP"}
+_RETRY_PAUSE_S = 0.5
+
+T = TypeVar("T")
+
+
+class MilvusUnavailableError(SnapshotError):
+    """Milvus could not be reached or refused a call; the service answers 503."""
+
+
+def collection_name(version: str) -> str:
+    """``mmsearch_<version>`` with the characters Milvus names refuse replaced by ``_``."""
+    return COLLECTION_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", version)
+
+
+def row_filter(allowed_rows: np.ndarray, ntotal: int) -> str:
+    """A Milvus expression keeping ``allowed_rows``: the shorter of in / not in."""
+    rows = np.unique(np.asarray(allowed_rows, dtype=np.int64))
+    rows = rows[(rows >= 0) & (rows < ntotal)]
+    if rows.size <= ntotal // 2:
+        return f"{ROW_FIELD} in [{', '.join(map(str, rows.tolist()))}]"
+    excluded = np.setdiff1d(np.arange(ntotal, dtype=np.int64), rows, assume_unique=True)
+    return f"{ROW_FIELD} not in [{', '.join(map(str, excluded.tolist()))}]"
+
+
+def _milvus_call(what: str, call: Callable[[], T], *, idempotent: bool = False) -> T:
+    """Run a client call; Milvus' own errors become MilvusUnavailableError.
+
+    An ``idempotent`` call is tried once more after a failure: in a long test session
+    Milvus Lite's gRPC server sent GOAWAY ("too many pings": pymilvus pings every 10 s,
+    idle or not) and the next connect failed once. Writes are never repeated: an insert
+    that did land would be stored twice.
+    """
+    from pymilvus.exceptions import MilvusException
+
+    attempts = 2 if idempotent else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except MilvusException as exc:
+            if attempt == attempts:
+                raise MilvusUnavailableError(f"Milvus {what} failed: {exc}") from exc
+            logger.warning("Milvus %s failed, trying once more: %s", what, exc)
+            time.sleep(_RETRY_PAUSE_S)
+    raise AssertionError("unreachable")
+
+
+class MilvusVectorIndex:
+    """One loaded collection, searched like :class:`~index.vector_index.VectorIndex`."""
+
+    factory = MILVUS_FACTORY
+    is_exact = True
+
+    def __init__(self, client: Any, collection: str, dim: int, ntotal: int) -> None:
+        self._client = client
+        self.collection = collection
+        self._dim = dim
+        self._ntotal = ntotal
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def ntotal(self) -> int:
+        return self._ntotal
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed_rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows), both (q, k); missing hits are row -1, score -inf.
+
+        At most :data:`MAX_TOP_K` hits a query come back, whatever ``k``.
+        """
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        matrix = as_matrix(queries, self.dim)
+        scores, rows = empty_result(matrix.shape[0], k)
+        if allowed_rows is not None and np.size(allowed_rows) == 0:
+            return scores, rows
+        expression = "" if allowed_rows is None else row_filter(allowed_rows, self.ntotal)
+        results = _milvus_call(
+            "search",
+            lambda: self._client.search(
+                self.collection,
+                data=list(matrix),
+                limit=min(k, MAX_TOP_K),
+                filter=expression,
+                output_fields=[ROW_FIELD],
+                anns_field=VECTOR_FIELD,
+                search_params=_SEARCH_PARAMS,
+            ),
+            idempotent=True,
+        )
+        for i, hits in enumerate(results):
+            for j, hit in enumerate(hits):
+                rows[i, j] = int(hit.id)
+                scores[i, j] = float(hit.distance)
+        return scores, rows
+
+    def reconstruct(self, rows: np.ndarray) -> np.ndarray:
+        """Stored vectors of ``rows``, in their order (exact: FLAT keeps them whole)."""
+        wanted = [int(r) for r in np.asarray(rows, dtype=np.int64)]
+        found = _milvus_call(
+            "get",
+            lambda: self._client.get(self.collection, ids=wanted, output_fields=[VECTOR_FIELD]),
+            idempotent=True,
+        )
+        by_row = {int(hit[ROW_FIELD]): hit[VECTOR_FIELD] for hit in found}
+        return np.asarray([by_row[row] for row in wanted], dtype=np.float32).reshape(-1, self.dim)
+
+
+class MilvusStore:
+    """One Milvus deployment (a server URI or a Milvus Lite file), connected on first use."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from pymilvus import MilvusClient
+
+            self._client = _milvus_call("connect", lambda: MilvusClient(self.uri), idempotent=True)
+        return self._client
+
+    def create(self, version: str, vectors: np.ndarray) -> MilvusVectorIndex:
+        """A new collection for ``version`` holding ``vectors`` (row i = vectors[i])."""
+        name = collection_name(version)
+        dim = int(vectors.shape[1])
+        _milvus_call("create_collection", lambda: self._create_collection(name, dim))
+        for start in range(0, vectors.shape[0], _INSERT_CHUNK_ROWS):
+            chunk = np.asarray(vectors[start : start + _INSERT_CHUNK_ROWS], dtype=np.float32)
+            batch = [{ROW_FIELD: start + i, VECTOR_FIELD: v} for i, v in enumerate(chunk)]
+            _milvus_call("insert", partial(self.client.insert, name, batch))
+        _milvus_call("flush", lambda: self.client.flush(name), idempotent=True)
+        return self.open(name, dim)
+
+    def _create_collection(self, name: str, dim: int) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field(ROW_FIELD, DataType.INT64, is_primary=True)
+        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
+        index_params = self.client.prepare_index_params()
+        index_params.add_index(field_name=VECTOR_FIELD, index_type="FLAT", metric_type="IP")
+        self.client.create_collection(
+            name, schema=schema, index_params=index_params, consistency_level="Strong"
+        )
+
+    def open(self, collection: str, dim: int) -> MilvusVectorIndex:
+        """Load ``collection`` for search (loading is per process: a new one must load it)."""
+        exists = _milvus_call(
+            "has_collection", lambda: self.client.has_collection(collection), idempotent=True
+        )
+        if not exists:
+            raise CorruptSnapshotError(f"Milvus collection {collection} does not exist")
+        _milvus_call("load", lambda: self.client.load_collection(collection), idempotent=True)
+        counted = _milvus_call(
+            "count",
+            lambda: self.client.query(collection, filter="", output_fields=["count(*)"]),
+            idempotent=True,
+        )
+        return MilvusVectorIndex(self.client, collection, dim, int(counted[0]["count(*)"]))
+
+    def point_alias(self, collection: str) -> None:
+        """Point :data:`CURRENT_ALIAS` at ``collection``; Milvus switches it atomically."""
+        aliases = _milvus_call("list_aliases", self.client.list_aliases, idempotent=True)
+        if CURRENT_ALIAS in aliases.get("aliases", []):
+            _milvus_call("alter_alias", lambda: self.client.alter_alias(collection, CURRENT_ALIAS))
+        else:
+            _milvus_call(
+                "create_alias", lambda: self.client.create_alias(collection, CURRENT_ALIAS)
+            )
+        logger.info("Milvus alias %s now names %s", CURRENT_ALIAS, collection)
+
+    def drop_versions(self, versions: Iterable[str]) -> None:
+        """Drop the collections of these snapshot versions (none: nothing happens)."""
+        for version in versions:
+            name = collection_name(version)
+            exists = partial(self.client.has_collection, name)
+            if _milvus_call("has_collection", exists, idempotent=True):
+                _milvus_call("drop_collection", partial(self.client.drop_collection, name))
+                logger.info("dropped Milvus collection %s", name)
