@@ -73,6 +73,19 @@ def row_filter(allowed_rows: np.ndarray, ntotal: int) -> str:
     return f"{ROW_FIELD} not in [{', '.join(map(str, excluded.tolist()))}]"
 
 
+# pymilvus pings its channel every 10 s, idle or not. Milvus Lite's embedded gRPC server
+# keeps gRPC's default policy (no pings without data more often than every 5 minutes,
+# two strikes), so it answered an idle client with GOAWAY "too_many_pings" and the next
+# call failed. Against Lite (same host, nothing between to drop a connection) pinging
+# less often than that policy allows loses nothing; a real server keeps the defaults.
+_LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 600_000, "grpc.keepalive_permit_without_calls": 0}
+
+
+def is_lite_uri(uri: str) -> bool:
+    """pymilvus opens Milvus Lite, embedded, for a path ending in .db; else a server."""
+    return uri.endswith(".db")
+
+
 def _milvus_call(what: str, call: Callable[[], T], *, idempotent: bool = False) -> T:
     """Run a client call; Milvus' own errors become MilvusUnavailableError.
 
@@ -172,7 +185,9 @@ class MilvusStore:
         if self._client is None:
             from pymilvus import MilvusClient
 
-            self._client = _milvus_call("connect", lambda: MilvusClient(self.uri), idempotent=True)
+            options = _LITE_GRPC_OPTIONS if is_lite_uri(self.uri) else {}
+            connect = partial(MilvusClient, self.uri, grpc_options=options)
+            self._client = _milvus_call("connect", connect, idempotent=True)
         return self._client
 
     def create(self, version: str, vectors: np.ndarray) -> MilvusVectorIndex:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from index.milvus_index import is_lite_uri
 from service.commands import CommandInputError
 from service.settings import Settings
 
@@ -38,7 +39,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
             "run in-process without Redis, and one worker's jobs and snapshot updates "
             "would be invisible to the others"
         )
-    if settings.index_backend == "milvus" and str(settings.milvus_uri).endswith(".db"):
+    if settings.index_backend == "milvus" and is_lite_uri(str(settings.milvus_uri)):
         raise CommandInputError(
             f"MMSEARCH_WORKERS={settings.workers} needs a Milvus server as MMSEARCH_MILVUS_URI: "
             f"Milvus Lite ({settings.milvus_uri}) opens in one process only"
