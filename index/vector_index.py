@@ -19,6 +19,7 @@ searches always run on the CPU copy, since GPU indexes do not take every
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Protocol
@@ -31,8 +32,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_NPROBE = 16
 DEFAULT_EF_SEARCH = 64
 # A filter rejects candidates HNSW has already paid to visit, so a filtered search keeps
-# at least this beam even when the tuned efSearch (measured unfiltered) is smaller.
+# at least this beam even when the tuned efSearch (measured unfiltered) is smaller, and
+# widens the tuned beam by 1 / (share of rows allowed), up to the cap: with the tuned
+# beam alone a filter keeping 10 % of 100k rows found 0.85 of the true top 10.
 FILTERED_MIN_EF_SEARCH = 64
+FILTERED_MAX_EF_SEARCH = 1024
 FACTORY_EXAMPLES = "'Flat', 'IVF1024,Flat', 'HNSW32', 'IVF1024,PQ16'"
 
 
@@ -171,7 +175,9 @@ class VectorIndex:
             bitmap = self._row_bitmap(allowed_rows)  # must outlive the search: FAISS reads it
             selector = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))
         index = self._gpu if (self._gpu is not None and selector is None) else self._cpu
-        scores, rows_found = index.search(matrix, k, params=self._search_params(selector))
+        share = 1.0 if allowed_rows is None else np.size(allowed_rows) / max(self.ntotal, 1)
+        params = self._search_params(selector, share)
+        scores, rows_found = index.search(matrix, k, params=params)
         del bitmap  # only now may the selector's bits go
         scores[rows_found < 0] = -np.inf
         return scores, rows_found
@@ -183,7 +189,9 @@ class VectorIndex:
         member[rows[(rows >= 0) & (rows < self.ntotal)]] = True
         return np.packbits(member, bitorder="little")
 
-    def _search_params(self, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
+    def _search_params(
+        self, selector: faiss.IDSelector | None, share: float = 1.0
+    ) -> faiss.SearchParameters:
         params: faiss.SearchParameters
         if faiss.try_extract_index_ivf(self._cpu) is not None:
             ivf_params = faiss.SearchParametersIVF()
@@ -193,13 +201,17 @@ class VectorIndex:
             # SearchParametersHNSW exists at runtime but is missing from faiss's stub.
             hnsw_params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
             hnsw_params.efSearch = (
-                self.ef_search if selector is None else max(self.ef_search, FILTERED_MIN_EF_SEARCH)
+                self.ef_search if selector is None else self._filtered_ef_search(share)
             )
             params = hnsw_params
         else:
             params = faiss.SearchParameters()
         params.sel = selector
         return params
+
+    def _filtered_ef_search(self, share: float) -> int:
+        widened = math.ceil(self.ef_search / max(share, 1e-6))
+        return max(FILTERED_MIN_EF_SEARCH, min(widened, FILTERED_MAX_EF_SEARCH))
 
     def reconstruct(self, rows: np.ndarray) -> np.ndarray:
         """Stored vectors of ``rows`` (exact for Flat/HNSW-Flat; lossy for PQ)."""

@@ -22,7 +22,12 @@ from index.autotune import (
 from index.build import build_snapshot
 from index.manifest import MANIFEST_FILE, Manifest
 from index.snapshot import load_current
-from index.vector_index import DEFAULT_EF_SEARCH, FILTERED_MIN_EF_SEARCH, VectorIndex
+from index.vector_index import (
+    DEFAULT_EF_SEARCH,
+    FILTERED_MAX_EF_SEARCH,
+    FILTERED_MIN_EF_SEARCH,
+    VectorIndex,
+)
 from models.types import CatalogRecord
 from tests.index.tiny_encoder import TinyEncoder
 
@@ -170,6 +175,24 @@ def test_filtered_hnsw_search_keeps_a_wide_beam():
 
     assert index._search_params(None).efSearch == 16
     assert index._search_params(selector).efSearch == FILTERED_MIN_EF_SEARCH
+    # The beam widens with the share of rows filtered out, up to the cap.
+    assert index._search_params(selector, share=0.05).efSearch == 320
+    assert index._search_params(selector, share=0.0001).efSearch == FILTERED_MAX_EF_SEARCH
+
+
+def test_a_narrow_filter_keeps_its_recall_on_hnsw():
+    # 2 % of 4,000 rows: the fixed beam of 64 alone found 0.89 of the true top 10 here.
+    vectors = unit_rows(4000, 32)
+    index = hnsw_index(vectors, "HNSW32")
+    index.ef_search = 16
+    allowed = np.arange(0, 4000, 50)
+    queries = unit_rows(50, 32, seed=1)
+    exact = allowed[np.argsort(-(queries @ vectors[allowed].T), axis=1)[:, :10]]
+
+    _, found = index.search(queries, 10, allowed)
+
+    hits = sum(len(set(f) & set(e)) for f, e in zip(found.tolist(), exact.tolist(), strict=True))
+    assert hits / exact.size >= 0.95
 
 
 def test_old_manifests_without_tuning_fields_still_load(ann_snapshot, tmp_path):
