@@ -71,7 +71,7 @@ def clustered(
 
 
 class PrecomputedEncoder:
-    """Hands build_snapshot the benchmark's vectors: the text ``row:N`` is row N.
+    """Hands build_snapshot the benchmark's vectors: the text ``row:N:SIZE`` is row N.
 
     It carries the served model's fingerprint so that the server loads the snapshot.
     """
@@ -83,7 +83,7 @@ class PrecomputedEncoder:
         self.device = "cpu"
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self._vectors[[int(text.removeprefix("row:")) for text in texts]]
+        return self._vectors[[int(text.split(":")[1]) for text in texts]]
 
     def encode_images(self, images: Sequence[object]) -> np.ndarray:
         raise NotImplementedError("the benchmark catalog has no images")
@@ -95,8 +95,12 @@ class PrecomputedEncoder:
 def build(
     index_dir: Path, vectors: np.ndarray, labels: np.ndarray, factory: str, model: str
 ) -> str:
+    n = len(vectors)
     records = (
-        CatalogRecord(id=f"item-{i}", texts=(f"row:{i}",), label=f"cluster-{label}")
+        # The catalog's size is in the text: the same text under the same fingerprint
+        # is reused from the live snapshot (index.reuse), but each size draws its own
+        # vectors, so an unsalted "row:N" would keep the previous size's vector.
+        CatalogRecord(id=f"item-{i}", texts=(f"row:{i}:{n}",), label=f"cluster-{label}")
         for i, label in enumerate(labels.tolist())
     )
     encoder = PrecomputedEncoder(vectors, model)
