@@ -12,7 +12,7 @@ perturbed rows (another seed), and on fresh points of the same distribution
 that are not in the catalog, the closest stand-in here for real queries.
 
 Usage: OMP_NUM_THREADS=1 python scripts/bench_index_choice.py [--sizes 10000 20000 ...]
-       [--target-recall 0.95] [--query-noise 0.8] [--json OUT]
+       [--target-recall 0.95] [--query-noise 1.0] [--json OUT]
 """
 
 from __future__ import annotations
