@@ -91,11 +91,13 @@ def worker(
     burst: Annotated[bool, typer.Option(help="Exit once the queue is empty")] = False,
 ) -> None:
     """Consume re-index jobs from Redis (needs MMSEARCH_REDIS_URL)."""
+    from service.commands.serving import check_single_process_milvus_lite
     from service.worker import run_worker
 
     settings = load_settings()
     if not settings.redis_url:
         raise CommandInputError("mmsearch worker needs MMSEARCH_REDIS_URL")
+    check_single_process_milvus_lite(settings)
     configure_logging(settings)
     run_worker(settings, burst=burst)
 

@@ -20,6 +20,21 @@ from service.settings import Settings
 APP_FACTORY = "service.app:create_app"
 
 
+def check_single_process_milvus_lite(settings: Settings) -> None:
+    """CommandInputError when Milvus Lite would be opened by more than one process:
+    its file opens in one process only, and with Redis the re-index jobs run in
+    ``mmsearch worker`` processes, with several API workers in each of those."""
+    if settings.index_backend != "milvus" or not is_lite_uri(str(settings.milvus_uri)):
+        return
+    if settings.workers > 1 or settings.redis_url:
+        raise CommandInputError(
+            "Milvus Lite (MMSEARCH_MILVUS_URI="
+            f"{settings.milvus_uri}) opens in one process only: with MMSEARCH_WORKERS > 1 or "
+            "MMSEARCH_REDIS_URL (jobs in mmsearch worker processes), use a Milvus server "
+            "(http://host:19530)"
+        )
+
+
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for ``uvicorn.run``; CommandInputError for workers without Redis."""
     from service.app import create_app
@@ -31,6 +46,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "log_level": settings.log_level,
         "http": JsonErrorH11Protocol,
     }
+    check_single_process_milvus_lite(settings)
     if settings.workers == 1:
         return {"app": create_app(settings), **options}
     if not settings.redis_url:
@@ -38,10 +54,5 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
             f"MMSEARCH_WORKERS={settings.workers} needs MMSEARCH_REDIS_URL: re-index jobs "
             "run in-process without Redis, and one worker's jobs and snapshot updates "
             "would be invisible to the others"
-        )
-    if settings.index_backend == "milvus" and is_lite_uri(str(settings.milvus_uri)):
-        raise CommandInputError(
-            f"MMSEARCH_WORKERS={settings.workers} needs a Milvus server as MMSEARCH_MILVUS_URI: "
-            f"Milvus Lite ({settings.milvus_uri}) opens in one process only"
         )
     return {"app": APP_FACTORY, "factory": True, "workers": settings.workers, **options}

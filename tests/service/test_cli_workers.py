@@ -52,6 +52,23 @@ def test_workers_on_milvus_lite_are_refused(
     assert uvicorn_calls == []
 
 
+@pytest.mark.parametrize("command", [["serve"], ["worker", "--burst"]])
+def test_milvus_lite_with_redis_jobs_is_refused(
+    command: list[str],
+    uvicorn_calls: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    # One process: but jobs run in mmsearch worker processes, which cannot open the file.
+    monkeypatch.setenv("MMSEARCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+    monkeypatch.setenv("MMSEARCH_INDEX_BACKEND", "milvus")
+    monkeypatch.setenv("MMSEARCH_MILVUS_URI", str(tmp_path / "milvus.db"))
+    assert main(command) == 2
+    assert "opens in one process only" in capsys.readouterr().err
+    assert uvicorn_calls == []
+
+
 def test_workers_from_the_environment_reach_uvicorn(
     uvicorn_calls: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
