@@ -119,7 +119,7 @@ def tune(index: VectorIndex, vectors: np.ndarray, policy: TuningPolicy) -> Tunin
     knob, ladder = _knob_and_ladder(index)
     if knob is None:
         if index.is_exact:
-            return Tuning(None, None, 1.0, policy.target_recall, 0)
+            return exact_tuning(policy)
         ladder = (0,)  # no knob (e.g. plain PQ): measure what there is
     queries = perturbed_queries(vectors, policy.n_queries, policy.seed, policy.query_noise)
     truth = exact_top_k(vectors, queries, min(RECALL_K, index.ntotal))
@@ -131,6 +131,11 @@ def tune(index: VectorIndex, vectors: np.ndarray, policy: TuningPolicy) -> Tunin
         target_recall=policy.target_recall,
         recall_queries=int(queries.shape[0]),
     )
+
+
+def exact_tuning(policy: TuningPolicy) -> Tuning:
+    """What an exact index records: recall 1.0, no knob tuned, nothing measured."""
+    return Tuning(None, None, 1.0, policy.target_recall, 0)
 
 
 def _climb(

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from index.autotune import AUTO, Tuning, TuningPolicy
+from index.autotune import AUTO
 from index.layout import CorruptSnapshotError
 from index.manifest import Manifest
 from index.milvus_index import (
@@ -90,8 +90,3 @@ def check_backend_factory(backend: str, factory: str) -> None:
             f"factory {factory!r} is a FAISS index; the milvus backend builds "
             f"{MILVUS_FACTORY!r} (exact) collections only: use 'auto' or 'Flat'"
         )
-
-
-def exact_tuning(policy: TuningPolicy) -> Tuning:
-    """What a FLAT Milvus collection records: exact, nothing tuned, nothing measured."""
-    return Tuning(None, None, 1.0, policy.target_recall, 0)

@@ -42,8 +42,16 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from index.autotune import AUTO, Tuning, TuningPolicy, check_factory, resolve_factory, tune
-from index.backends import IndexBackend, exact_tuning
+from index.autotune import (
+    AUTO,
+    Tuning,
+    TuningPolicy,
+    check_factory,
+    exact_tuning,
+    resolve_factory,
+    tune,
+)
+from index.backends import IndexBackend
 from index.catalog import Catalog, CatalogWriter
 from index.layout import (
     STAGING_PREFIX,

@@ -89,10 +89,10 @@ def is_lite_uri(uri: str) -> bool:
 def _milvus_call(what: str, call: Callable[[], T], *, idempotent: bool = False) -> T:
     """Run a client call; Milvus' own errors become MilvusUnavailableError.
 
-    An ``idempotent`` call is tried once more after a failure: in a long test session
-    Milvus Lite's gRPC server sent GOAWAY ("too many pings": pymilvus pings every 10 s,
-    idle or not) and the next connect failed once. Writes are never repeated: an insert
-    that did land would be stored twice.
+    An ``idempotent`` call is tried once more after a failure, for a connection dropped
+    in between (the "too many pings" GOAWAY that caused it against Milvus Lite is now
+    avoided by :data:`_LITE_GRPC_OPTIONS`). Writes are never repeated: an insert that
+    did land would be stored twice.
     """
     from pymilvus.exceptions import MilvusException
 

@@ -44,6 +44,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from index.autotune import exact_top_k, recall_at_k
 from index.build import build_snapshot
 from index.manifest import Manifest
 from index.snapshot import INDEX_FILE
@@ -242,17 +243,6 @@ def raw_index(snapshot_dir: Path) -> faiss.Index:
     return index
 
 
-def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(vectors)
-    return exact.search(queries, k)[1]
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    hits = sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
-    return round(hits / truth.size, 4)
-
-
 def service_rows(port: int, body: bytes) -> list[int]:
     """The catalog rows a /search answered with: item ``item-N`` is row N."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -346,11 +336,11 @@ def measure_config(
         server.wait_until(lambda status, body: status == 200 and body["index_version"] == version)
     bodies = [json.dumps({"query": {"vector": q.tolist()}, "k": args.k}).encode() for q in queries]
     index = raw_index(index_dir / version)
-    truth = exact_top(vectors, queries[:RECALL_QUERIES], 10)
-    recalls = {"raw": recall(index.search(queries[:RECALL_QUERIES], 10)[1], truth)}
+    truth = exact_top_k(vectors, queries[:RECALL_QUERIES], 10)
+    recalls = {"raw": round(recall_at_k(index.search(queries[:RECALL_QUERIES], 10)[1], truth), 4)}
     for server in servers:
         found = np.array([service_rows(server.port, body)[:10] for body in bodies[:RECALL_QUERIES]])
-        recalls[server.label] = recall(found, truth)
+        recalls[server.label] = round(recall_at_k(found, truth), 4)
     rows: list[dict[str, object]] = []
     for c in args.concurrency:
         row: dict[str, object] = {"size": size, "factory": factory, "c": c, "build_s": build_s}

@@ -445,7 +445,7 @@ class ReindexIn(_Strict):
     factory: Name = Field(
         "auto",
         description="FAISS index factory string, or auto: Flat for small catalogs, HNSW32 "
-        "above MMSEARCH_FLAT_MAX_VECTORS, IVF-HNSW with PQ from 2M vectors",
+        "above MMSEARCH_FLAT_MAX_VECTORS, IVF-HNSW with SQ8 codes from 2M vectors",
     )
     class_field: Name | None = Field(
         None, description="Metadata field naming each item's class; default the item label"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from index.backends import MILVUS
 from index.milvus_index import is_lite_uri
 from service.commands import CommandInputError
 from service.settings import Settings
@@ -22,9 +23,9 @@ APP_FACTORY = "service.app:create_app"
 
 def check_single_process_milvus_lite(settings: Settings) -> None:
     """CommandInputError when Milvus Lite would be opened by more than one process:
-    its file opens in one process only, and with Redis the re-index jobs run in
-    ``mmsearch worker`` processes, with several API workers in each of those."""
-    if settings.index_backend != "milvus" or not is_lite_uri(str(settings.milvus_uri)):
+    its file opens in one process only, but several API workers are several processes,
+    and with Redis the re-index jobs run in separate ``mmsearch worker`` processes."""
+    if settings.index_backend != MILVUS or not is_lite_uri(str(settings.milvus_uri)):
         return
     if settings.workers > 1 or settings.redis_url:
         raise CommandInputError(
