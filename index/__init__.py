@@ -28,7 +28,9 @@ Guarantees:
 
 Modules: ``vector_index`` (FAISS wrapper), ``catalog`` (SQLite), ``manifest``,
 ``layout`` (CURRENT / publish / prune), ``snapshot`` (loading and search),
-``live`` (hot swap), ``build`` (the streaming re-index pipeline), ``autotune``
+``live`` (hot swap), ``build`` (the streaming re-index pipeline), ``reuse`` (vectors
+of unchanged items copied), ``changes`` (item upserts and deletes applied to the live
+snapshot as one new one), ``autotune``
 (the factory ``auto`` chooses, search knobs tuned to a recall target), ``backends``
 and ``milvus_index`` (a snapshot's vectors in a Milvus collection instead of
 ``index.faiss``, chosen by ``MMSEARCH_INDEX_BACKEND``).

@@ -488,6 +488,21 @@ def _write_snapshot(
 ) -> Manifest:
     """Every file of the snapshot into ``staging``; returns its manifest (not yet written)."""
     counts, vectors = _encode_catalog(records, encoder, staging, options, live)
+    return _finish_snapshot(staging, counts, vectors, encoder, options, factory, prototypes, live)
+
+
+def _finish_snapshot(
+    staging: Path,
+    counts: _BuildCounts,
+    vectors: np.ndarray,
+    encoder: Encoder,
+    options: _BuildOptions,
+    factory: str,
+    prototypes: PrototypeOptions | None,
+    live: LiveVectors | None,
+) -> Manifest:
+    """Prototypes and the searchable index of a complete catalog and ``vectors.npy``
+    in ``staging`` (also used by :mod:`index.changes`); returns the manifest."""
     prototype_options = prototypes or PrototypeOptions()
     table = _write_prototypes(staging, vectors, encoder, prototype_options)
     version = staging.name.removeprefix(STAGING_PREFIX)

@@ -373,6 +373,39 @@ class CatalogWriter:
         except sqlite3.IntegrityError as exc:
             raise DuplicateItemError(f"duplicate item id or row in batch: {exc}") from exc
 
+    def copy_from(self, other: Path | str, leave_out: Iterable[str]) -> np.ndarray:
+        """Copy every item of the catalog file ``other`` except ``leave_out``, with its
+        rows renumbered from 0 in their old order; returns the old row of each new row.
+
+        Must come before :meth:`add_batch` (rows start at 0). The copy runs inside
+        SQLite (``ATTACH``), so a large catalog never passes through Python row by row.
+        """
+        if self._db.execute("SELECT 1 FROM vectors LIMIT 1").fetchone():
+            raise ValueError("copy_from must come before any add_batch")
+        self._db.execute("ATTACH DATABASE ? AS other", [str(other)])
+        try:
+            self._db.execute("CREATE TEMP TABLE left_out (id TEXT PRIMARY KEY)")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO left_out VALUES (?)", [(i,) for i in leave_out]
+            )
+            kept = "item_id NOT IN (SELECT id FROM left_out)"
+            with self._db:
+                self._db.execute(
+                    "INSERT INTO items SELECT id, label, metadata, content_hash FROM other.items "
+                    "WHERE id NOT IN (SELECT id FROM left_out) ORDER BY rowid"
+                )
+                self._db.execute(
+                    "INSERT INTO vectors SELECT ROW_NUMBER() OVER (ORDER BY row) - 1, item_id, "
+                    f"kind FROM other.vectors WHERE {kept}"
+                )
+                self._db.execute(f"INSERT INTO images SELECT * FROM other.images WHERE {kept}")
+            old_rows = self._db.execute(f"SELECT row FROM other.vectors WHERE {kept} ORDER BY row")
+            rows = np.fromiter((row for (row,) in old_rows), dtype=np.int64)
+            self._db.execute("DROP TABLE left_out")
+        finally:
+            self._db.execute("DETACH DATABASE other")
+        return rows
+
     def finish(self) -> None:
         self._db.executescript(_INDEXES + "ANALYZE;")
         self._db.commit()

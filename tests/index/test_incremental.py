@@ -4,13 +4,11 @@ is encoded (index/reuse.py)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from index.build import build_snapshot
 from index.layout import read_current
@@ -18,36 +16,11 @@ from index.manifest import Manifest
 from index.prototypes import PROTOTYPES_FILE
 from index.reuse import content_hash
 from index.snapshot import CATALOG_FILE, VECTORS_FILE, load_current
-from models.types import CatalogRecord, Recipe
+from models.types import CatalogRecord
 from tests.index.sample_records import make_records, write_image
-from tests.index.tiny_encoder import TinyEncoder
+from tests.index.tiny_encoder import CountingEncoder, TinyEncoder
 
 ROWS_PER_ITEM = 4  # image, two captions, recipe
-
-
-class CountingEncoder(TinyEncoder):
-    """The tiny encoder, counting the inputs it is given per modality."""
-
-    def __init__(self, dim: int = 32, seed: int = 0) -> None:
-        super().__init__(dim, seed)
-        self.inputs = {"image": 0, "text": 0, "recipe": 0}
-
-    @property
-    def total(self) -> int:
-        return sum(self.inputs.values())
-
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        self.inputs["image"] += len(images)
-        return super().encode_images(images)
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        self.inputs["text"] += len(texts)
-        return super().encode_texts(texts)
-
-    def encode_recipes(self, recipes: Sequence[Recipe]) -> np.ndarray:
-        self.inputs["recipe"] += len(recipes)
-        # Not super(): the tiny encoder's recipes go through encode_texts, counted as texts.
-        return TinyEncoder.encode_texts(self, [recipe.as_text() for recipe in recipes])
 
 
 def _build(records: list[CatalogRecord], encoder: TinyEncoder, index_dir: Path) -> Manifest:

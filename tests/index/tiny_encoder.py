@@ -60,3 +60,28 @@ class TinyEncoder:
 
     def encode_recipes(self, recipes: Sequence[Recipe]) -> np.ndarray:
         return self.encode_texts([recipe.as_text() for recipe in recipes])
+
+
+class CountingEncoder(TinyEncoder):
+    """The tiny encoder, counting the inputs it is given per modality."""
+
+    def __init__(self, dim: int = 32, seed: int = 0) -> None:
+        super().__init__(dim, seed)
+        self.inputs = {"image": 0, "text": 0, "recipe": 0}
+
+    @property
+    def total(self) -> int:
+        return sum(self.inputs.values())
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        self.inputs["image"] += len(images)
+        return super().encode_images(images)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self.inputs["text"] += len(texts)
+        return super().encode_texts(texts)
+
+    def encode_recipes(self, recipes: Sequence[Recipe]) -> np.ndarray:
+        self.inputs["recipe"] += len(recipes)
+        # Not super(): the tiny encoder's recipes go through encode_texts, counted as texts.
+        return TinyEncoder.encode_texts(self, [recipe.as_text() for recipe in recipes])
