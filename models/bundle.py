@@ -9,7 +9,9 @@ whose fingerprint differs from the one trained on, and returns a
 :meth:`BundleEncoder.fuse` for several modalities of one item).
 
 The fingerprint hashes the base fingerprint, the config and the weights, so
-snapshots built with one bundle refuse another.
+snapshots built with one bundle refuse another. Trained re-rankers
+(:mod:`models.rerank`, ``rerankers`` in ``bundle.json``) change no vector and stay
+out of the fingerprint, as the confidence curves do.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from models.calibration import Calibration
 from models.encoders.base import l2_normalize
 from models.files import atomic_write, save_state_dict, sha256_of_file
 from models.joint import MODALITIES, JointConfig, JointModel, pad_recipes
+from models.rerank import RERANKERS, SGRAF, Reranker
+from models.sgraf import Sgraf, load_sgraf, save_sgraf
 from models.towers import OfflineTowers, Towers, load_towers
 from models.types import Recipe
 from models.vision_top import SPLIT_STAGES, VisionTop
@@ -119,6 +123,12 @@ def export_bundle(src: Path, dst: Path, *, half: bool = True) -> Path:
         save_state_dict(dst / TOWER_FILE, load_file(str(top)), half=half)
         tower["weights"], tower["weights_sha256"] = TOWER_FILE, sha256_of_file(dst / TOWER_FILE)
         meta["tower"] = tower
+    if SGRAF in meta.get("rerankers", {}):
+        entry = dict(meta["rerankers"][SGRAF])
+        sgraf = _checked_weights(src, str(entry["weights"]), entry.get("weights_sha256"))
+        save_state_dict(dst / sgraf.name, load_file(str(sgraf)), half=half)
+        entry["weights_sha256"] = sha256_of_file(dst / sgraf.name)
+        meta["rerankers"] = {**meta["rerankers"], SGRAF: entry}
     meta["weights_dtype"] = "float16" if half else "float32"
     _write_meta(dst, meta)
     return dst
@@ -133,6 +143,25 @@ def write_calibration(path: Path, calibration: Calibration, report: dict[str, An
     meta["calibration"] = calibration.to_dict()
     meta["calibration_report"] = report
     _write_meta(Path(path), meta)
+
+
+def write_sgraf(path: Path, model: Sgraf) -> None:
+    """Add (or replace) the bundle's SGRAF re-ranker; the fingerprint stays, since no
+    vector changes, so snapshots remain valid."""
+    meta = read_bundle_meta(Path(path))
+    meta["rerankers"] = {**meta.get("rerankers", {}), SGRAF: save_sgraf(Path(path), model)}
+    _write_meta(Path(path), meta)
+
+
+def read_rerankers(path: Path, meta: dict[str, Any], device: str) -> dict[str, Reranker]:
+    entries = meta.get("rerankers", {})
+    unknown = sorted(set(entries) - set(RERANKERS))
+    if unknown:
+        raise BundleError(f"{path / CONFIG_FILE}: unknown re-rankers {unknown}")
+    try:
+        return {SGRAF: load_sgraf(path, entries[SGRAF], device)} if SGRAF in entries else {}
+    except (KeyError, ValueError) as exc:
+        raise BundleError(f"bundle {path}: {exc}") from exc
 
 
 def _write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
@@ -228,7 +257,8 @@ def load_bundle(path: Path, device: str = "cpu", towers: Towers | None = None) -
         if not isinstance(towers, OfflineTowers):
             raise BundleError(f"bundle {path}: image_size needs the offline base")
         towers = towers.with_image_size(image_size)
-    return BundleEncoder(path, meta, load_joint_model(path, meta), towers)
+    rerankers = read_rerankers(path, meta, towers.device)
+    return BundleEncoder(path, meta, load_joint_model(path, meta), towers, rerankers)
 
 
 def _with_tuned_top(path: Path, tower: dict[str, Any], towers: Towers) -> Towers:
@@ -250,8 +280,16 @@ def _with_tuned_top(path: Path, tower: dict[str, Any], towers: Towers) -> Towers
 class BundleEncoder:
     """Frozen towers + trained joint model, behind the :class:`Encoder` protocol."""
 
-    def __init__(self, path: Path, meta: dict[str, Any], model: JointModel, towers: Towers):
+    def __init__(
+        self,
+        path: Path,
+        meta: dict[str, Any],
+        model: JointModel,
+        towers: Towers,
+        rerankers: dict[str, Reranker] | None = None,
+    ):
         self.path = path
+        self.rerankers = rerankers or {}
         self.meta = meta
         self.model = model.to(towers.device)
         self.towers = towers

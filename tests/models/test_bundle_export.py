@@ -1,4 +1,4 @@
-"""float16 export and stored confidence curves of a trained bundle."""
+"""float16 export, stored confidence curves and re-rankers of a trained bundle."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
 
-from models.bundle import BundleError, export_bundle, load_bundle, write_calibration
+from models.bundle import BundleError, export_bundle, load_bundle, write_calibration, write_sgraf
 from models.calibration import Calibration, Curve
+from models.rerank import SetFeatures, rerankers_of
+from models.sgraf import Sgraf, SgrafConfig, SgrafReranker
 from service.cli import main
 from tests.bundles import save_tiny_base, train_args
 
@@ -65,4 +68,39 @@ def test_a_malformed_calibration_is_refused_at_load(trained: Path, tmp_path: Pat
     meta["calibration"] = {"*->*": {"a": -1.0, "b": 0.0}}
     (out / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="calibration"):
+        load_bundle(out)
+
+
+def _sample_features(dim: int) -> tuple[SetFeatures, list[SetFeatures]]:
+    rng = np.random.default_rng(0)
+    sample = [rng.standard_normal((n, dim)).astype(np.float32) for n in (3, 1, 2, 4)]
+    features = [SetFeatures(parts, parts.mean(0)) for parts in sample]
+    return features[0], features[1:]
+
+
+def test_sgraf_reranker_travels_in_the_bundle_without_changing_the_fingerprint(
+    trained: Path, tmp_path: Path
+) -> None:
+    out = export_bundle(trained, tmp_path / "reranked")
+    before = load_bundle(out)
+    assert dict(rerankers_of(before)) == {}
+    torch.manual_seed(0)
+    sgraf = Sgraf(SgrafConfig(dim=before.dim, sim_dim=8, steps=2))
+    write_sgraf(out, sgraf)
+    after = load_bundle(out)
+    assert after.fingerprint == before.fingerprint  # no vector changed: snapshots stay valid
+    query, candidates = _sample_features(before.dim)
+    expected = SgrafReranker(sgraf).score(query, candidates)
+    np.testing.assert_allclose(rerankers_of(after)["sgraf"].score(query, candidates), expected)
+    # An export carries it too, in float16.
+    half = rerankers_of(load_bundle(export_bundle(out, tmp_path / "half")))["sgraf"]
+    np.testing.assert_allclose(half.score(query, candidates), expected, atol=5e-3)
+
+
+def test_changed_reranker_weights_are_refused(trained: Path, tmp_path: Path) -> None:
+    out = export_bundle(trained, tmp_path / "tampered")
+    write_sgraf(out, Sgraf(SgrafConfig(dim=load_bundle(out).dim, sim_dim=8)))
+    with open(out / "sgraf.safetensors", "ab") as fp:
+        fp.write(b"\0")
+    with pytest.raises(BundleError, match="sha256"):
         load_bundle(out)
