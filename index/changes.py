@@ -10,14 +10,15 @@ The prototypes (with the live table's options) and the FAISS index are rebuilt
 from the new vectors by the build's own final step, so a new item moves its
 class prototype and a class whose last member goes is gone.
 
-Publishing: appliers take ``<index_dir>/.changes.lock`` (flock, dropped by the
-kernel when a process dies), so two workers never build from the same live
-snapshot and lose each other's changes. A full re-index may still publish
-meanwhile: then CURRENT is no longer the snapshot the changes were applied to,
-and they are applied again to the new one (:class:`LiveMovedError`). The new
-snapshot is stamped with the latest change's request time, so a re-index asked
-for before an item change never replaces the snapshot holding it
-(:class:`index.build.SupersededError`).
+Publishing: appliers hold ``<index_dir>/.changes.lock`` (flock, dropped by the
+kernel when a process dies) from reading their pending changes to marking them
+applied, so two workers never build from the same live snapshot and lose each
+other's changes, nor publish an older set of changes after a newer one. A full
+re-index may still publish meanwhile: then CURRENT is no longer the snapshot the
+changes were applied to, and they are applied again to the new one
+(:class:`LiveMovedError`). The new snapshot is stamped with the latest change's
+request time, so a re-index asked for before an item change never replaces the
+snapshot holding it (:class:`index.build.SupersededError`).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class ItemChange:
         return json.dumps(values, ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text: str) -> ItemChange:
+    def from_json(cls, text: str | bytes) -> ItemChange:
         values = json.loads(text)
         record = values["record"]
         return cls(
@@ -170,6 +171,10 @@ def apply_changes(
 ) -> Manifest:
     """Publish one new snapshot with ``changes`` applied to the live one; its manifest.
 
+    Callers hold :func:`changes_lock` from reading the pending changes until they are
+    marked applied: an applier that read fewer changes must not publish after one
+    that read more.
+
     ChangesRefusedError when there is no usable live snapshot; BuildError when the
     changes would leave the index empty.
     """
@@ -177,15 +182,14 @@ def apply_changes(
         raise ValueError("no changes to apply")
     options = options or ApplyOptions()
     index_dir = Path(index_dir)
-    with changes_lock(index_dir):
-        for attempt in range(1, APPLY_ATTEMPTS + 1):
-            try:
-                manifest = _apply_once(index_dir, encoder, changes, options)
-                break
-            except LiveMovedError:
-                if attempt == APPLY_ATTEMPTS:
-                    raise
-                logger.info("the live snapshot moved while applying item changes; again")
+    for attempt in range(1, APPLY_ATTEMPTS + 1):
+        try:
+            manifest = _apply_once(index_dir, encoder, changes, options)
+            break
+        except LiveMovedError:
+            if attempt == APPLY_ATTEMPTS:
+                raise
+            logger.info("the live snapshot moved while applying item changes; again")
     if options.keep_older is not None:
         backend = options.backend or IndexBackend()
         with publish_lock(index_dir):

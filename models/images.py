@@ -126,6 +126,12 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
 
 def decode_base64_image(value: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode raw base64 or a ``data:image/...;base64,`` URI into an RGB image."""
+    return _decode(io.BytesIO(base64_image_bytes(value)), "base64 image", max_pixels)
+
+
+def base64_image_bytes(value: str) -> bytes:
+    """The bytes of raw base64 or a ``data:image/...;base64,`` URI, not yet decoded as
+    an image; InvalidImageError for a malformed URI, bad base64 or no bytes."""
     if not isinstance(value, str):
         raise InvalidImageError(f"base64 image must be a string, got {type(value).__name__}")
     text = value.strip()
@@ -153,7 +159,7 @@ def decode_base64_image(value: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         raise InvalidImageError(f"image is not valid base64: {exc}") from exc
     if not data:
         raise InvalidImageError("base64 image decodes to 0 bytes")
-    return _decode(io.BytesIO(data), "base64 image", max_pixels)
+    return data
 
 
 def load_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

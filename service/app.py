@@ -10,6 +10,7 @@ from service.limits import RequestBodyLimitMiddleware, request_body_limit
 from service.metrics import RequestMetricsMiddleware
 from service.routes import (
     admin,
+    admin_items,
     classes,
     demo,
     docs,
@@ -53,7 +54,8 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         RequestBodyLimitMiddleware, max_body_bytes=request_body_limit(settings.max_upload_bytes)
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
-    for module in (health, embed, search, tag, classes, items, images, admin, metrics, demo, docs):
+    routers = (health, embed, search, tag, classes, items, images, admin, admin_items, metrics)
+    for module in (*routers, demo, docs):
         app.include_router(module.router)
     docs.mount_assets(app)
     return app

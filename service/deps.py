@@ -24,6 +24,7 @@ from service.errors import (
     SnapshotNotReadyError,
 )
 from service.jobs import JobQueue
+from service.pending import PendingChanges
 from service.settings import Settings
 from service.state import AppState
 
@@ -104,6 +105,15 @@ async def get_job_queue(state: StateDep) -> JobQueue:
 
 
 JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]
+
+
+async def get_pending_changes(state: StateDep) -> PendingChanges:
+    if state.pending is None:
+        raise ModelNotReadyError("the item change store is not started yet; retry shortly")
+    return state.pending
+
+
+PendingChangesDep = Annotated[PendingChanges, Depends(get_pending_changes)]
 
 _bearer = HTTPBearer(auto_error=False, description="MMSEARCH_ADMIN_TOKEN")
 

@@ -52,6 +52,10 @@ class ItemNotFoundError(ServiceError, LookupError):
         self.item_id = item_id
 
 
+class NoLiveIndexError(ServiceError):
+    """Item changes need a live snapshot to apply them to."""
+
+
 class ImageNotFoundError(ServiceError, LookupError):
     """A known item without a photo to serve (none indexed, or its file is gone)."""
 
@@ -93,6 +97,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (ImageNotFoundError, 404),
     (UnknownItemError, 404),
     (JobNotFoundError, 404),
+    (NoLiveIndexError, 409),
     (NotAuthenticatedError, 401),
     (AdminDisabledError, 403),
     (ModelNotReadyError, 503),

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import partial
 from typing import Protocol
 
 import redis
@@ -76,6 +77,10 @@ class JobQueue(Protocol):
 
     def enqueue_reindex(self, request: ReindexRequest) -> str: ...
 
+    def enqueue_item_changes(self) -> str:
+        """A job that applies every pending item change (service.apply_changes)."""
+        ...
+
     def status(self, job_id: str) -> JobStatus | None: ...
 
     def problem(self) -> str | None:
@@ -97,6 +102,9 @@ def short_error(exc: BaseException) -> str:
 
 # Runs one request to the end and returns the version it made live, with its changes.
 Reindexer = Callable[[ReindexRequest, ProgressCallback], JobOutcome]
+# Applies every pending item change and returns the version that serves them.
+ChangesApplier = Callable[[], JobOutcome]
+Work = Callable[[ProgressCallback], JobOutcome]
 
 
 FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED})
@@ -116,21 +124,31 @@ class ThreadJobQueue:
     MAX_KEPT_JOBS = 1000
     SHUTDOWN_MESSAGE = "cancelled: the service shut down"
 
-    def __init__(self, reindex: Reindexer) -> None:
+    def __init__(self, reindex: Reindexer, apply_changes: ChangesApplier | None = None) -> None:
         self._reindex = reindex
+        self._apply_changes = apply_changes
         self._lock = threading.Lock()
         self._statuses: dict[str, JobStatus] = {}
-        self._pending: queue.Queue[tuple[str, ReindexRequest] | None] = queue.Queue()
+        self._pending: queue.Queue[tuple[str, Work] | None] = queue.Queue()
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._work, name="mmsearch-reindex", daemon=True)
         self._thread.start()
 
     def enqueue_reindex(self, request: ReindexRequest) -> str:
+        return self._submit(partial(self._reindex, request))
+
+    def enqueue_item_changes(self) -> str:
+        if self._apply_changes is None:
+            raise RuntimeError("this job queue was given no item change applier")
+        apply_changes = self._apply_changes
+        return self._submit(lambda _progress: apply_changes())
+
+    def _submit(self, work: Work) -> str:
         if self._closing.is_set():
             raise RuntimeError("the job queue is closed")
         job_id = uuid.uuid4().hex
         self._record(JobStatus(job_id, JobState.QUEUED, 0.0))
-        self._pending.put((job_id, request))
+        self._pending.put((job_id, work))
         return job_id
 
     def status(self, job_id: str) -> JobStatus | None:
@@ -150,16 +168,16 @@ class ThreadJobQueue:
 
     def _work(self) -> None:
         while (item := self._pending.get()) is not None:
-            job_id, request = item
+            job_id, work = item
             if self._closing.is_set():
                 self._update(job_id, state=JobState.FAILED, error=self.SHUTDOWN_MESSAGE)
             else:
-                self._run(job_id, request)
+                self._run(job_id, work)
 
-    def _run(self, job_id: str, request: ReindexRequest) -> None:
+    def _run(self, job_id: str, work: Work) -> None:
         self._update(job_id, state=JobState.RUNNING)
         try:
-            outcome = self._reindex(request, self._progress_reporter(job_id))
+            outcome = work(self._progress_reporter(job_id))
         except Exception as exc:
             # The job boundary: the API reports the one-line error, the log keeps
             # the traceback, and the thread lives on for the next job.
@@ -198,6 +216,7 @@ REINDEX_RETRIES = 2  # extra attempts after a failure or a worker that died mid-
 ABANDONED_CHECK_INTERVAL_S = 2.0  # status reads run RQ's abandoned-job clean-up this often
 JOB_KEEP_S = 7 * 24 * 3600  # how long finished jobs stay readable (RQ's default is 500 s)
 REINDEX_TASK = "service.tasks.reindex_job"  # by name: the API need not import the worker
+APPLY_CHANGES_TASK = "service.apply_changes.apply_changes_job"
 REDIS_CONNECT_TIMEOUT_S = 2.0
 REDIS_TIMEOUT_S = 10.0
 
@@ -274,7 +293,7 @@ class RQJobQueue:
             REINDEX_TASK,
             kwargs={
                 "request_json": request.to_json(),
-                "settings_json": self._settings.model_dump_json(exclude={"admin_token"}),
+                "settings_json": self._settings_json(),
                 "batch_size": self._batch_size,
             },
             job_timeout=self._settings.job_timeout_s,
@@ -285,6 +304,23 @@ class RQJobQueue:
             description=f"reindex {request.source} ({request.format})",
         )
         return str(job.id)
+
+    def enqueue_item_changes(self) -> str:
+        with self._redis_needed():
+            job = self._queue.enqueue(
+                APPLY_CHANGES_TASK,
+                kwargs={"settings_json": self._settings_json()},
+                job_timeout=self._settings.job_timeout_s,
+                retry=Retry(max=REINDEX_RETRIES),
+                result_ttl=JOB_KEEP_S,
+                failure_ttl=JOB_KEEP_S,
+                meta={"progress": 0.0},
+                description="apply pending item changes",
+            )
+        return str(job.id)
+
+    def _settings_json(self) -> str:
+        return self._settings.model_dump_json(exclude={"admin_token"})
 
     def status(self, job_id: str) -> JobStatus | None:
         with self._redis_needed():
@@ -351,8 +387,11 @@ def rq_failure_message(job: Job) -> str:
     return lines[-1][:ERROR_MAX_CHARS] if lines else f"job ended as {job.get_status(refresh=False)}"
 
 
-def create_job_queue(settings: Settings, in_process: Reindexer) -> JobQueue:
-    """RQ when ``settings.redis_url`` is set, else a thread that runs ``in_process``."""
+def create_job_queue(
+    settings: Settings, in_process: Reindexer, in_process_changes: ChangesApplier | None = None
+) -> JobQueue:
+    """RQ when ``settings.redis_url`` is set, else a thread that runs ``in_process``
+    (and ``in_process_changes`` for item changes)."""
     if settings.redis_url:
         return RQJobQueue(settings)
-    return ThreadJobQueue(in_process)
+    return ThreadJobQueue(in_process, in_process_changes)

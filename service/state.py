@@ -35,11 +35,20 @@ from models.encoders import Encoder
 from models.lexicon import Lexicon, load_lexicon
 from models.registry import load_encoder
 from models.types import Recipe
+from service.apply_changes import apply_pending
 from service.batching import EncodeBatcher
 from service.errors import ModelNotReadyError
 from service.events import subscribe_snapshot_events
-from service.jobs import JobOutcome, JobQueue, ProgressCallback, Reindexer, create_job_queue
+from service.jobs import (
+    ChangesApplier,
+    JobOutcome,
+    JobQueue,
+    ProgressCallback,
+    Reindexer,
+    create_job_queue,
+)
 from service.metrics import Metrics
+from service.pending import PendingChanges, create_pending_changes
 from service.reindex import ReindexRequest, reindex
 from service.searching import FilterFieldCheck
 from service.settings import Settings
@@ -61,6 +70,7 @@ class AppState:
     batcher: EncodeBatcher | None = None  # set with the encoder; requests encode through it
     live: LiveSnapshot | None = None
     jobs: JobQueue | None = None
+    pending: PendingChanges | None = None  # item changes acknowledged, not yet applied
     startup_error: str | None = None  # why the encoder or index failed to load, for /readyz
     snapshot_events: Closeable | None = None
     loader: asyncio.Task[None] | None = None
@@ -134,6 +144,24 @@ def reindex_in_process(state: AppState) -> Reindexer:
         if live.version != version:
             raise SnapshotNotServedError(_not_served_reason(state, live, version))
         return JobOutcome.of(manifest)
+
+    return run
+
+
+def apply_changes_in_process(state: AppState) -> ChangesApplier:
+    """The thread job backend's item change applier: like :func:`reindex_in_process`."""
+
+    def run() -> JobOutcome:
+        encoder, live, pending = state.encoder, state.live, state.pending
+        if encoder is None or live is None or pending is None:
+            raise ModelNotReadyError(
+                f"the model {state.settings.model!r} is not loaded yet; retry shortly"
+            )
+        outcome = apply_pending(state.settings, LockedEncoder(encoder, state.encoder_lock), pending)
+        live.refresh()
+        if live.version != outcome.index_version:
+            raise SnapshotNotServedError(_not_served_reason(state, live, outcome.index_version))
+        return outcome
 
     return run
 
@@ -212,7 +240,10 @@ async def _load_in_background(state: AppState) -> None:
 async def start(state: AppState, injected: Encoder | None) -> None:
     # A build that died with the last run left its staging directory: unlocked, so gone now.
     await anyio.to_thread.run_sync(clean_stale_staging, state.settings.index_dir)
-    state.jobs = create_job_queue(state.settings, reindex_in_process(state))
+    state.pending = create_pending_changes(state.settings)
+    state.jobs = create_job_queue(
+        state.settings, reindex_in_process(state), apply_changes_in_process(state)
+    )
     if injected is not None:
         await _start_model_and_index(state, injected)
     else:
@@ -230,6 +261,8 @@ async def stop(state: AppState) -> None:
         state.live.stop()
     if state.jobs is not None:
         state.jobs.close()
+    if state.pending is not None:
+        state.pending.close()
     if state.batcher is not None:
         await anyio.to_thread.run_sync(state.batcher.close)
 
