@@ -22,6 +22,7 @@ from models.encoders import Encoder, l2_normalize
 from models.encoders.base import fuse_modalities
 from models.images import decode_base64_image, decode_image
 from models.lexicon import Lexicon
+from models.rerank import word_ngrams
 from models.types import Recipe
 from service.batching import EncodeBatcher, Kind
 from service.errors import InvalidQueryError
@@ -61,6 +62,11 @@ class Embedder:
             return await self.embed([term])
         vectors = await self.embed([term, EmbedInput.model_validate({"text": gloss})])
         return l2_normalize(vectors.sum(axis=0, keepdims=True))
+
+    async def embed_text_parts(self, text: str) -> np.ndarray:
+        """(n, dim) rows for the word n-grams of a text: its local features for a
+        re-ranker (the packaged e5 exposes no token states; see models.rerank)."""
+        return await self._encode(word_ngrams(text))
 
     async def embed_fused(self, inputs: Sequence[EmbedInput]) -> np.ndarray:
         """A (1, dim) row: every input is one modality of the same item, fused."""

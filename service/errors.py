@@ -56,6 +56,10 @@ class NoLiveIndexError(ServiceError):
     """Item changes need a live snapshot to apply them to."""
 
 
+class RerankerUnavailableError(ServiceError, ValueError):
+    """A search asks for a re-ranker the model served does not carry (trained)."""
+
+
 class ImageNotFoundError(ServiceError, LookupError):
     """A known item without a photo to serve (none indexed, or its file is gone)."""
 
@@ -87,6 +91,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (UploadTooLargeError, 413),
     (ImageTooLargeError, 413),
     (InvalidImageError, 422),
+    (RerankerUnavailableError, 422),
     (InvalidQueryError, 422),  # the index's, raised by the routes too (k, vector, kinds)
     (DimensionMismatchError, 422),
     (InvalidReindexError, 422),

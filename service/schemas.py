@@ -279,6 +279,27 @@ MIN_CONFIDENCE_DESCRIPTION = (
 )
 
 
+MAX_RERANK_TOP = 200  # re-ranking cost grows with the candidates (one SGRAF pass each)
+DEFAULT_RERANK_TOP = 50
+
+
+class RerankIn(_Strict):
+    """Re-score the best candidates of the vector search with a trained re-ranker."""
+
+    model: Literal["sgraf"] = Field(
+        description="The re-ranker; the model served must carry it trained (food-v1 does not yet)"
+    )
+    top: int = Field(
+        DEFAULT_RERANK_TOP,
+        ge=1,
+        le=MAX_RERANK_TOP,
+        description=(
+            "How many of the vector search's best items are re-scored and re-ordered; "
+            "items after them keep their order"
+        ),
+    )
+
+
 class SearchRequest(_Strict):
     query: SearchQuery
     k: int = Field(DEFAULT_K, ge=1, description="How many items to return (at most MMSEARCH_MAX_K)")
@@ -306,6 +327,11 @@ class SearchRequest(_Strict):
     min_confidence: float | None = Field(
         None, ge=0.0, le=1.0, description=MIN_CONFIDENCE_DESCRIPTION
     )
+    rerank: RerankIn | None = Field(
+        None,
+        description="Re-rank the top candidates with a trained re-ranker (off by default)",
+        examples=[{"model": "sgraf", "top": 50}],
+    )
 
 
 class Match(BaseModel):
@@ -322,6 +348,9 @@ class Match(BaseModel):
         ge=0.0,
         le=1.0,
         description=CONFIDENCE_DESCRIPTION,
+    )
+    rerank_score: float | None = Field(
+        default=None, description="The re-ranker's score, for the re-ranked top matches only"
     )
     metadata: dict[str, Any]
 

@@ -4,17 +4,21 @@ on the live snapshot."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Query, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from index.ranking import DEFAULT_CLASS_WEIGHT, Ranking, RankMode
 from index.snapshot import Snapshot
+from models.registry import model_display_name
 from service.deps import EmbedderDep, SnapshotDep, StateDep
 from service.errors import InvalidQueryError
 from service.limits import read_upload
 from service.queries import query_kind, query_vector
+from service.reranking import RerankPlan, plan_rerank, reranker_for
 from service.schemas import (
     DEFAULT_K,
     MIN_CONFIDENCE_DESCRIPTION,
@@ -46,8 +50,12 @@ async def _respond(
     started: float,
     confidence: ConfidenceScorer,
     exclude_ids: tuple[str, ...] = (),
+    rerank: RerankPlan | None = None,
 ) -> SearchResponse:
-    matches = await search(snapshot, vector, params, state.filter_check, exclude_ids, confidence)
+    fetch = replace(params, k=rerank.fetch(params.k)) if rerank is not None else params
+    matches = await search(snapshot, vector, fetch, state.filter_check, exclude_ids, confidence)
+    if rerank is not None:
+        matches = await run_in_threadpool(rerank.apply, matches, snapshot, params.k)
     return SearchResponse(
         matches=matches,
         classes=class_matches(snapshot, vector, params.top_classes),
@@ -72,10 +80,14 @@ async def search_json(
         SearchParams(body.k, kinds, body.filter, ranking, body.top_classes, body.min_confidence),
         state.settings.max_k,
     )
-    max_terms = state.settings.max_inputs
-    vector, exclude_ids = await query_vector(body.query, embedder, snapshot, max_terms)
+    settings = state.settings
+    # Refused before any embedding work when the model cannot re-rank.
+    model_name = model_display_name(settings.model)
+    reranker = reranker_for(embedder.encoder, body.rerank, model_name, settings.max_k)
+    vector, exclude_ids = await query_vector(body.query, embedder, snapshot, settings.max_inputs)
     confidence = ConfidenceScorer(embedder.calibration, query_kind(body.query))
-    return await _respond(state, snapshot, vector, params, started, confidence, exclude_ids)
+    rerank = await plan_rerank(body.rerank, reranker, body.query, vector, embedder)
+    return await _respond(state, snapshot, vector, params, started, confidence, exclude_ids, rerank)
 
 
 @router.post(
