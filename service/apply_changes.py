@@ -24,11 +24,11 @@ from index.autotune import TuningPolicy
 from index.changes import ApplyOptions, apply_changes, changes_lock
 from index.layout import read_current
 from models.encoders import Encoder
+from service import tasks
 from service.jobs import JobOutcome, short_error
 from service.pending import PendingChanges, RedisPendingChanges
 from service.reindex import REINDEX_BATCH_SIZE, announce_snapshot
 from service.settings import Settings
-from service.tasks import encoder_for
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def apply_changes_job(settings_json: str) -> str:
     store = RedisPendingChanges(connection, settings.queue_name)
     job = get_current_job()
     try:
-        outcome = apply_pending(settings, encoder_for(settings), store)
+        outcome = apply_pending(settings, tasks.encoder_for(settings), store)
     except Exception as exc:
         if job is not None:  # one line for GET /admin/jobs; RQ keeps the traceback
             job.meta["error"] = short_error(exc)
