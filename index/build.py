@@ -31,12 +31,13 @@ import shutil
 import sqlite3
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -138,6 +139,11 @@ class _BuildCounts:
     kinds: Counter[str] = field(default_factory=Counter)
     changes: ChangeCounts = field(default_factory=ChangeCounts)
     kept_from_live: int = 0  # items of the new snapshot that the live one had too
+    reused_from: str | None = None  # the live snapshot vectors were copied from
+
+
+# Fills a staging directory's catalog and vectors.npy; returns the counts and the vectors.
+CatalogFiller = Callable[[Path], tuple[_BuildCounts, np.ndarray]]
 
 
 # --------------------------------------------------------------------------- encoding
@@ -295,7 +301,7 @@ class _BuildOptions:
     progress: ProgressCallback | None
     max_image_pixels: int
     tuning: TuningPolicy
-    backend: IndexBackend
+    backend: IndexBackend | None
 
 
 def _encode_catalog(
@@ -323,6 +329,7 @@ def _encode_catalog(
         _check_not_empty(counts, spool.n_rows)
         if live is not None:
             counts.changes.items_removed = live.n_items - counts.kept_from_live
+            counts.reused_from = live.version if counts.changes.items_reused else None
         writer.finish()
         return counts, spool.finish()
     finally:
@@ -348,6 +355,53 @@ def _check_not_empty(counts: _BuildCounts, n_rows: int) -> None:
         )
 
 
+@dataclass
+class BatchRows:
+    """What a batch adds to the catalog; ``rows`` numbered from the batch's first vector."""
+
+    items: list[tuple[str, str | None, Mapping[str, Any]]] = field(default_factory=list)
+    rows: list[tuple[str, str]] = field(default_factory=list)  # (item_id, kind) per vector
+    images: list[tuple[str, Path]] = field(default_factory=list)
+    hashes: dict[str, str] = field(default_factory=dict)
+
+
+def _batch_rows(batch: Sequence[CatalogRecord], encoded: _EncodedBatch) -> BatchRows:
+    with_rows = {item_id for item_id, _ in encoded.rows}
+    for record in batch:
+        if record.id not in with_rows:
+            logger.warning("item %s has no readable modality; left out", record.id)
+    return BatchRows(
+        items=[(r.id, r.label, r.metadata) for r in batch if r.id in with_rows],
+        rows=list(encoded.rows),
+        images=_indexed_images(batch, encoded),
+        hashes=encoded.plan.hashes,
+    )
+
+
+def _count_batch(
+    batch: Sequence[CatalogRecord], encoded: _EncodedBatch, n_items: int, counts: _BuildCounts
+) -> None:
+    counts.records += len(batch)
+    counts.items += n_items
+    counts.skipped += encoded.skipped
+    counts.kinds.update(kind for _, kind in encoded.rows)
+    _count_changes(encoded, {item_id for item_id, _ in encoded.rows}, counts)
+
+
+def write_rows(
+    batch: BatchRows, vectors: Iterable[np.ndarray], writer: CatalogWriter, spool: NpySpool
+) -> None:
+    """Append one batch's catalog rows and vectors (the single build's and the merge's step)."""
+    first_row = spool.n_rows
+    rows = [(first_row + i, item_id, kind) for i, (item_id, kind) in enumerate(batch.rows)]
+    try:
+        writer.add_batch(batch.items, rows, batch.images, batch.hashes)
+    except ValueError as exc:  # metadata that is not plain JSON, an id seen in another batch
+        raise BuildError(str(exc)) from exc
+    for block in vectors:
+        spool.append(block)
+
+
 def _store_batch(
     batch: Sequence[CatalogRecord],
     encoded: _EncodedBatch,
@@ -355,24 +409,9 @@ def _store_batch(
     spool: NpySpool,
     counts: _BuildCounts,
 ) -> None:
-    with_rows = {item_id for item_id, _ in encoded.rows}
-    items = [(r.id, r.label, r.metadata) for r in batch if r.id in with_rows]
-    first_row = spool.n_rows
-    rows = [(first_row + i, item_id, kind) for i, (item_id, kind) in enumerate(encoded.rows)]
-    try:
-        writer.add_batch(items, rows, _indexed_images(batch, encoded), encoded.plan.hashes)
-    except ValueError as exc:  # metadata that is not plain JSON
-        raise BuildError(str(exc)) from exc
-    for vectors in encoded.vectors:
-        spool.append(vectors)
-    counts.records += len(batch)
-    counts.items += len(items)
-    counts.skipped += encoded.skipped
-    counts.kinds.update(kind for _, kind in encoded.rows)
-    _count_changes(encoded, with_rows, counts)
-    for record in batch:
-        if record.id not in with_rows:
-            logger.warning("item %s has no readable modality; left out", record.id)
+    rows = _batch_rows(batch, encoded)
+    write_rows(rows, encoded.vectors, writer, spool)
+    _count_batch(batch, encoded, len(rows.items), counts)
 
 
 def _count_changes(encoded: _EncodedBatch, stored: set[str], counts: _BuildCounts) -> None:
@@ -435,6 +474,51 @@ def build_snapshot(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    options = _BuildOptions(
+        batch_size, total, progress, max_image_pixels, tuning or TuningPolicy(), backend
+    )
+
+    def encode_into(staging: Path) -> tuple[_BuildCounts, np.ndarray]:
+        with live_vectors(Path(index_dir), encoder) as live:
+            return _encode_catalog(records, encoder, staging, options, live)
+
+    return build_with(
+        encode_into,
+        encoder,
+        index_dir,
+        factory=factory,
+        source=source,
+        fmt=fmt,
+        publish_snapshot=publish_snapshot,
+        prototypes=prototypes,
+        requested_at=requested_at,
+        keep_older=keep_older,
+        min_kept_share=min_kept_share,
+        tuning=tuning,
+        backend=backend,
+    )
+
+
+def build_with(
+    fill: CatalogFiller,
+    encoder: Encoder,
+    index_dir: Path,
+    *,
+    factory: str = AUTO,
+    source: str | None = None,
+    fmt: str | None = None,
+    publish_snapshot: bool = True,
+    prototypes: PrototypeOptions | None = None,
+    requested_at: datetime | None = None,
+    keep_older: int | None = None,
+    min_kept_share: float = 0.0,
+    tuning: TuningPolicy | None = None,
+    backend: IndexBackend | None = None,
+) -> Manifest:
+    """:func:`build_snapshot` with its catalog and vectors written by ``fill``: encoding
+    records there, assembling the chunks other processes encoded in
+    :func:`index.chunks.merge_chunks`. Everything after (prototypes, index, manifest,
+    ordered publish, prune) is the same."""
     check_factory(encoder.dim, factory)  # a typo should fail now, not after encoding
     backend = backend or IndexBackend()
     backend.check_factory(factory)
@@ -444,17 +528,17 @@ def build_snapshot(
     stamp = _iso(requested_at)
     if publish_snapshot:
         _check_not_superseded(index_dir, stamp)
-    options = _BuildOptions(
-        batch_size, total, progress, max_image_pixels, tuning or TuningPolicy(), backend
-    )
+    policy = tuning or TuningPolicy()
     version = new_version()
     with (
         claim_staging(index_dir, version) as staging,
         _full_disk_reported(index_dir),
-        live_vectors(index_dir, encoder) as live,
         backend.dropped_on_failure(version),
     ):
-        manifest = _write_snapshot(records, encoder, staging, options, factory, prototypes, live)
+        counts, vectors = fill(staging)
+        manifest = _write_snapshot(
+            counts, vectors, encoder, staging, policy, backend, factory, prototypes
+        )
         manifest = replace(manifest, source=source, format=fmt, requested_at=stamp)
         manifest.write(staging)
         fsync_dir(staging)
@@ -477,20 +561,6 @@ def build_snapshot(
     return manifest
 
 
-def _write_snapshot(
-    records: Iterable[CatalogRecord],
-    encoder: Encoder,
-    staging: Path,
-    options: _BuildOptions,
-    factory: str,
-    prototypes: PrototypeOptions | None,
-    live: LiveVectors | None,
-) -> Manifest:
-    """Every file of the snapshot into ``staging``; returns its manifest (not yet written)."""
-    counts, vectors = _encode_catalog(records, encoder, staging, options, live)
-    return _finish_snapshot(staging, counts, vectors, encoder, options, factory, prototypes, live)
-
-
 def _finish_snapshot(
     staging: Path,
     counts: _BuildCounts,
@@ -503,16 +573,36 @@ def _finish_snapshot(
 ) -> Manifest:
     """Prototypes and the searchable index of a complete catalog and ``vectors.npy``
     in ``staging`` (also used by :mod:`index.changes`); returns the manifest."""
+    if counts.reused_from is None and live is not None and counts.changes.items_reused:
+        counts = replace(counts, reused_from=live.version)
+    backend = options.backend or IndexBackend()
+    return _write_snapshot(
+        counts, vectors, encoder, staging, options.tuning, backend, factory, prototypes
+    )
+
+
+def _write_snapshot(
+    counts: _BuildCounts,
+    vectors: np.ndarray,
+    encoder: Encoder,
+    staging: Path,
+    policy: TuningPolicy,
+    backend: IndexBackend,
+    factory: str,
+    prototypes: PrototypeOptions | None,
+) -> Manifest:
+    """The rest of the snapshot's files into ``staging``, from its catalog and vectors;
+    returns its manifest (not yet written)."""
     prototype_options = prototypes or PrototypeOptions()
     table = _write_prototypes(staging, vectors, encoder, prototype_options)
     version = staging.name.removeprefix(STAGING_PREFIX)
     collection = None
-    if (milvus := options.backend.milvus) is not None:
-        factory, tuning = MILVUS_FACTORY, exact_tuning(options.tuning)
+    if (milvus := backend.milvus) is not None:
+        factory, tuned = MILVUS_FACTORY, exact_tuning(policy)
         collection = milvus.create(version, vectors).collection
     else:
-        factory = resolve_factory(factory, int(vectors.shape[0]), encoder.dim, options.tuning)
-        tuning = _write_index(staging, vectors, factory, options.tuning)
+        factory = resolve_factory(factory, int(vectors.shape[0]), encoder.dim, policy)
+        tuned = _write_index(staging, vectors, factory, policy)
     return Manifest(
         version=version,
         model_fingerprint=encoder.fingerprint,
@@ -525,14 +615,14 @@ def _finish_snapshot(
         n_classes=len(table),
         n_zero_shot_classes=table.n_zero_shot,
         class_field=prototype_options.class_field,
-        ef_search=tuning.ef_search,
-        nprobe=tuning.nprobe,
-        recall_at_10=tuning.recall_at_10,
-        target_recall=tuning.target_recall,
-        recall_queries=tuning.recall_queries,
+        ef_search=tuned.ef_search,
+        nprobe=tuned.nprobe,
+        recall_at_10=tuned.recall_at_10,
+        target_recall=tuned.target_recall,
+        recall_queries=tuned.recall_queries,
         changes=counts.changes.as_dict(),
-        reused_from=live.version if live is not None and counts.changes.items_reused else None,
-        backend=options.backend.name,
+        reused_from=counts.reused_from,
+        backend=backend.name,
         collection=collection,
     )
 

@@ -5,6 +5,8 @@
     <index_dir>/CURRENT                 name of the live version (one line)
     <index_dir>/<version>/              an immutable snapshot
     <index_dir>/.staging-<version>/     a snapshot being built (never loaded)
+    <index_dir>/.chunks-<build>/        vectors of a chunked build, one file pair per
+                                        chunk, until its merge job assembles them
 
 A build writes everything into its staging directory, renames that directory to
 ``<version>`` (an atomic rename within one filesystem) and only then replaces
@@ -46,7 +48,11 @@ CURRENT_FILE = "CURRENT"
 STAGING_PREFIX = ".staging-"
 CLAIM_PREFIX = ".claim-"  # a staging directory before it is locked (see claim_staging)
 PUBLISH_LOCK_FILE = ".publish.lock"
+CHUNKS_PREFIX = ".chunks-"
 STALE_STAGING_AGE_S = 3600.0  # only for unlockable leftovers (older code, a claim cut short)
+# Chunk folders are written by many processes over a long build and locked by none, so
+# only age says one is abandoned (its merge job failed for good, or was never enqueued).
+STALE_CHUNKS_AGE_S = 24 * 3600.0
 # Milliseconds since this version: prune keeps the newest by name, and tests build
 # several snapshots a second. Names without them (older snapshots) stay valid.
 _VERSION_NAME = re.compile(r"^\d{8}T\d{6}(\d{3})?Z-[0-9a-f]{6}$")
@@ -236,6 +242,13 @@ def staging_dir(index_dir: Path | str, version: str) -> Path:
     return Path(index_dir) / f"{STAGING_PREFIX}{version}"
 
 
+def chunks_dir(index_dir: Path | str, build: str) -> Path:
+    """Where the chunk jobs of chunked build ``build`` (a version-like name) leave
+    their vectors; not a staging directory, so no build's clean-up takes it."""
+    _check_version_name(build)
+    return Path(index_dir) / f"{CHUNKS_PREFIX}{build}"
+
+
 @contextlib.contextmanager
 def claim_staging(index_dir: Path | str, version: str) -> Iterator[Path]:
     """Create ``.staging-<version>`` and hold an exclusive lock on it until exit.
@@ -276,7 +289,8 @@ def clean_stale_staging(
     A staging directory nobody holds locked belongs to a dead build (every
     builder locks its own, see :func:`claim_staging`) and goes at once. Claim
     directories, left only by a build killed in its first instant, go once
-    untouched for ``older_than_s``.
+    untouched for ``older_than_s``; chunk folders (:func:`chunks_dir`) once
+    untouched for ``STALE_CHUNKS_AGE_S``.
     """
     index_dir = Path(index_dir)
     if not index_dir.is_dir():
@@ -287,6 +301,9 @@ def clean_stale_staging(
             removed.append(path)
     for path in sorted(index_dir.glob(f"{CLAIM_PREFIX}*")):
         if _remove_if_old(path, older_than_s):
+            removed.append(path)
+    for path in sorted(index_dir.glob(f"{CHUNKS_PREFIX}*")):
+        if _remove_if_old(path, STALE_CHUNKS_AGE_S):
             removed.append(path)
     return removed
 
@@ -309,5 +326,5 @@ def _remove_if_old(path: Path, older_than_s: float) -> bool:
         return False
     if stale:
         shutil.rmtree(path, ignore_errors=True)
-        logger.info("removed stale claim directory %s", path)
+        logger.info("removed stale directory %s", path)
     return stale
