@@ -24,15 +24,17 @@ from typing import Protocol
 import redis
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.job import Dependency, Job
 from rq.job import JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
 from rq.results import Result
 
+from index.chunks import Chunk
+from index.layout import new_version
 from index.manifest import Manifest
 from models.types import ProgressCallback
 from service.events import REDIS_DOWN
-from service.reindex import REINDEX_BATCH_SIZE, ReindexRequest
+from service.reindex import REINDEX_BATCH_SIZE, ReindexRequest, plan_request_chunks
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -217,6 +219,11 @@ ABANDONED_CHECK_INTERVAL_S = 2.0  # status reads run RQ's abandoned-job clean-up
 JOB_KEEP_S = 7 * 24 * 3600  # how long finished jobs stay readable (RQ's default is 500 s)
 REINDEX_TASK = "service.tasks.reindex_job"  # by name: the API need not import the worker
 APPLY_CHANGES_TASK = "service.apply_changes.apply_changes_job"
+CHUNK_TASK = "service.tasks.reindex_chunk_job"
+MERGE_TASK = "service.tasks.merge_reindex_job"
+# A chunked re-index's progress: the chunks' encoding (summed) up to this share, the
+# merge (catalog, index, prototypes; one process) the rest.
+ENCODE_SHARE = 0.9
 REDIS_CONNECT_TIMEOUT_S = 2.0
 REDIS_TIMEOUT_S = 10.0
 
@@ -289,21 +296,65 @@ class RQJobQueue:
             return self._enqueue(request)
 
     def _enqueue(self, request: ReindexRequest) -> str:
+        total, chunks = plan_request_chunks(request, self._settings, self._batch_size)
+        if len(chunks) > 1:
+            return self._enqueue_chunked(request, total, chunks)
         job = self._queue.enqueue(
             REINDEX_TASK,
-            kwargs={
-                "request_json": request.to_json(),
-                "settings_json": self._settings_json(),
-                "batch_size": self._batch_size,
-            },
-            job_timeout=self._settings.job_timeout_s,
-            retry=Retry(max=REINDEX_RETRIES),
-            result_ttl=JOB_KEEP_S,
-            failure_ttl=JOB_KEEP_S,
-            meta={"progress": 0.0},
-            description=f"reindex {request.source} ({request.format})",
+            kwargs={**self._task_kwargs(request), "batch_size": self._batch_size},
+            **self._job_options(f"reindex {request.source} ({request.format})"),
         )
         return str(job.id)
+
+    def _task_kwargs(self, request: ReindexRequest) -> dict[str, object]:
+        return {
+            "request_json": request.to_json(),
+            "settings_json": self._settings_json(),
+        }
+
+    def _job_options(self, description: str) -> dict[str, object]:
+        return {
+            "job_timeout": self._settings.job_timeout_s,
+            "retry": Retry(max=REINDEX_RETRIES),
+            "result_ttl": JOB_KEEP_S,
+            "failure_ttl": JOB_KEEP_S,
+            "meta": {"progress": 0.0},
+            "description": description,
+        }
+
+    def _enqueue_chunked(self, request: ReindexRequest, total: int, chunks: list[Chunk]) -> str:
+        """One job per chunk, any worker taking any of them, and a merge job that RQ
+        enqueues once every chunk job has finished or failed for good (a failed chunk
+        fails the merge with a clear message rather than leaving it deferred forever).
+        The merge job's id is the re-index's: its status sums the chunks' progress."""
+        build = new_version()
+        what = f"reindex {request.source} ({request.format})"
+        chunk_jobs = [
+            self._queue.enqueue(
+                CHUNK_TASK,
+                kwargs={
+                    **self._task_kwargs(request),
+                    "build": build,
+                    "chunk": [chunk.index, chunk.start, chunk.stop],
+                    "batch_size": self._batch_size,
+                },
+                **self._job_options(f"{what} chunk {chunk.index + 1}/{len(chunks)}"),
+            )
+            for chunk in chunks
+        ]
+        options = self._job_options(f"{what} in {len(chunks)} chunks")
+        options["meta"] = {
+            "progress": 0.0,
+            "chunk_jobs": [job.id for job in chunk_jobs],
+            "chunk_records": [chunk.size(total) for chunk in chunks],
+        }
+        merge = self._queue.enqueue(
+            MERGE_TASK,
+            kwargs={**self._task_kwargs(request), "build": build, "n_chunks": len(chunks)},
+            depends_on=Dependency(jobs=chunk_jobs, allow_failure=True),
+            **options,
+        )
+        return str(merge.id)
 
     def enqueue_item_changes(self) -> str:
         with self._redis_needed():
@@ -333,18 +384,32 @@ class RQJobQueue:
             return None
         if job.origin != self._queue.name:
             return None
-        if job.get_status(refresh=False) == RQStatus.STARTED and self._abandoned_jobs_handled():
-            job.refresh()
+        chunks = self._chunk_jobs(job)
+        running = [j for j in (job, *chunks) if j.get_status(refresh=False) == RQStatus.STARTED]
+        if running and self._abandoned_jobs_handled():
+            for each in (job, *chunks):
+                each.refresh()
         state = RQ_STATES.get(job.get_status(refresh=False), JobState.QUEUED)
         meta = job.meta
+        progress = _progress(state, meta.get("progress"))
+        if chunks:
+            state, progress = _with_chunks(state, progress, chunks, meta.get("chunk_records"))
         return JobStatus(
             job_id=job_id,
             state=state,
-            progress=_progress(state, meta.get("progress")),
+            progress=progress,
             index_version=meta.get("index_version") or job.return_value(),
             error=rq_failure_message(job) if state is JobState.FAILED else None,
             changes=_changes(meta.get("changes")),
         )
+
+    def _chunk_jobs(self, job: Job) -> list[Job]:
+        """The chunk jobs of a chunked re-index's merge job (none for other jobs); a
+        chunk job expired from Redis is left out."""
+        ids = job.meta.get("chunk_jobs")
+        if not isinstance(ids, list) or not ids:
+            return []
+        return [j for j in Job.fetch_many(ids, connection=self._redis) if j is not None]
 
     def _abandoned_jobs_handled(self) -> bool:
         """Run RQ's clean-up of jobs whose worker stopped heartbeating (at most once
@@ -366,6 +431,25 @@ def _progress(state: JobState, saved: object) -> float:
     if state is JobState.QUEUED:  # a retried job waits again: its last attempt's share is void
         return 0.0
     return float(saved) if isinstance(saved, int | float) else 0.0
+
+
+def _with_chunks(
+    merge_state: JobState, merge_progress: float, chunks: list[Job], weights: object
+) -> tuple[JobState, float]:
+    """A chunked re-index as one job: running once any chunk has started, and its
+    progress the chunks' summed (weighted by their records), then the merge's."""
+    states = [RQ_STATES.get(j.get_status(refresh=False), JobState.QUEUED) for j in chunks]
+    done = [_progress(s, j.meta.get("progress")) for s, j in zip(states, chunks, strict=True)]
+    sizes = weights if isinstance(weights, list) and len(weights) == len(chunks) else []
+    total = sum(sizes)
+    encoded = sum(d * w for d, w in zip(done, sizes, strict=True)) / total if total else 0.0
+    if not total:  # sizes unknown (or all empty): each chunk counts the same
+        encoded = sum(done) / len(done)
+    if merge_state is JobState.SUCCEEDED:
+        return merge_state, 1.0
+    started = any(s is not JobState.QUEUED for s in states)
+    state = JobState.RUNNING if merge_state is JobState.QUEUED and started else merge_state
+    return state, ENCODE_SHARE * encoded + (1 - ENCODE_SHARE) * merge_progress
 
 
 def _changes(saved: object) -> dict[str, int] | None:

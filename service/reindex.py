@@ -20,12 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from index.autotune import AUTO, TuningPolicy, check_factory
 from index.backends import FAISS, check_backend_factory
 from index.build import ProgressCallback, build_snapshot
+from index.chunks import Chunk, encode_chunk, merge_chunks, plan_chunks
 from index.manifest import Manifest
 from index.prototypes import PrototypeOptions
 from models.datasets import FORMATS, open_dataset
@@ -52,6 +54,10 @@ class ReindexRequest:
     prototypes: PrototypeOptions = field(default_factory=PrototypeOptions)
     requested_at: datetime = field(default_factory=_utc_now)
     force: bool = False  # publish even when most of the live vectors would go
+    # Split into chunk jobs (RQ only): this many, or of this many records; neither:
+    # MMSEARCH_REINDEX_CHUNK_SIZE decides (see :func:`plan_request_chunks`).
+    chunks: int | None = None
+    chunk_size: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -62,6 +68,8 @@ class ReindexRequest:
                 "prototypes": self.prototypes.to_dict(),
                 "requested_at": self.requested_at.isoformat(),
                 "force": self.force,
+                "chunks": self.chunks,
+                "chunk_size": self.chunk_size,
             },
             ensure_ascii=False,
         )
@@ -76,6 +84,8 @@ class ReindexRequest:
             prototypes=PrototypeOptions.from_dict(values["prototypes"]),
             requested_at=datetime.fromisoformat(values["requested_at"]),
             force=bool(values.get("force", False)),
+            chunks=values.get("chunks"),
+            chunk_size=values.get("chunk_size"),
         )
 
 
@@ -125,6 +135,21 @@ def _inside_any(source: Path, roots: Sequence[Path]) -> bool:
     return any(resolved.is_relative_to(root.resolve()) for root in roots)
 
 
+def _publish_options(request: ReindexRequest, settings: Settings) -> dict[str, Any]:
+    """How a re-index's snapshot is built and published, whoever encoded it."""
+    return {
+        "factory": request.factory,
+        "source": str(request.source),
+        "fmt": request.format,
+        "prototypes": request.prototypes,
+        "requested_at": request.requested_at,
+        "keep_older": settings.keep_snapshots,
+        "min_kept_share": 0.0 if request.force else settings.min_kept_share,
+        "tuning": TuningPolicy(settings.flat_max_vectors, settings.target_recall),
+        "backend": settings.vector_backend(),
+    }
+
+
 def reindex(
     request: ReindexRequest,
     settings: Settings,
@@ -144,19 +169,83 @@ def reindex(
         dataset,
         encoder,
         settings.index_dir,
-        factory=request.factory,
         batch_size=batch_size,
         total=len(dataset),
         progress=progress,
-        source=str(request.source),
-        fmt=request.format,
         max_image_pixels=settings.max_image_pixels,
-        prototypes=request.prototypes,
-        requested_at=request.requested_at,
-        keep_older=settings.keep_snapshots,
-        min_kept_share=0.0 if request.force else settings.min_kept_share,
-        tuning=TuningPolicy(settings.flat_max_vectors, settings.target_recall),
-        backend=settings.vector_backend(),
+        **_publish_options(request, settings),
+    )
+    if settings.redis_url:
+        announce_snapshot(settings.redis_url, manifest.version)
+    return manifest
+
+
+# --------------------------------------------------------------------------- chunked
+
+
+def plan_request_chunks(
+    request: ReindexRequest, settings: Settings, batch_size: int = REINDEX_BATCH_SIZE
+) -> tuple[int, list[Chunk]]:
+    """The source's record count and the chunks a re-index is split into: the
+    request's ``chunks`` or ``chunk_size``, else chunks of MMSEARCH_REINDEX_CHUNK_SIZE
+    records; one chunk means a single job. A source that cannot be read here is one
+    chunk: its job reports why. InvalidReindexError for too many chunks."""
+    try:
+        total = len(open_dataset(request.source, request.format))
+    except (ValueError, OSError) as exc:  # DatasetError, a NUL byte in the path
+        logger.info("not splitting the re-index of %s: %s", request.source, exc)
+        return 0, [Chunk(0, 0, None)]
+    try:
+        if request.chunks is not None:
+            return total, plan_chunks(total, batch_size, chunks=request.chunks)
+        size = request.chunk_size or settings.reindex_chunk_size
+        return total, plan_chunks(total, batch_size, chunk_size=size)
+    except ValueError as exc:
+        raise InvalidReindexError(str(exc)) from exc
+
+
+def reindex_chunk(
+    request: ReindexRequest,
+    settings: Settings,
+    encoder: Encoder,
+    build: str,
+    chunk: Chunk,
+    progress: ProgressCallback | None = None,
+    *,
+    batch_size: int = REINDEX_BATCH_SIZE,
+) -> int:
+    """Encode one chunk of a chunked re-index; returns the records it held."""
+    check_request(request, encoder.dim, settings.data_roots, settings.index_backend)
+    dataset = open_dataset(request.source, request.format)
+    return encode_chunk(
+        dataset,
+        encoder,
+        settings.index_dir,
+        build,
+        chunk,
+        batch_size=batch_size,
+        total=len(dataset),
+        max_image_pixels=settings.max_image_pixels,
+        progress=progress,
+    )
+
+
+def merge_reindex(
+    request: ReindexRequest,
+    settings: Settings,
+    encoder: Encoder,
+    build: str,
+    n_chunks: int,
+    progress: ProgressCallback | None = None,
+) -> Manifest:
+    """Assemble a chunked re-index's chunks, then publish and announce as :func:`reindex`."""
+    manifest = merge_chunks(
+        encoder,
+        settings.index_dir,
+        build,
+        n_chunks,
+        progress=progress,
+        **_publish_options(request, settings),
     )
     if settings.redis_url:
         announce_snapshot(settings.redis_url, manifest.version)

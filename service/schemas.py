@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from index.chunks import MAX_CHUNKS
 from index.filters import MAX_ANY_OF
 from index.ranking import DEFAULT_CLASS_WEIGHT
 from models.types import Recipe
@@ -494,11 +495,30 @@ class ReindexIn(_Strict):
         description="Publish even when the new snapshot keeps less than MMSEARCH_MIN_KEPT_SHARE "
         "of the live snapshot's vectors",
     )
+    chunks: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_CHUNKS,
+        description="With Redis: split the re-index into at most this many chunk jobs, "
+        "encoded by all workers in parallel, then merged (1: one job); default: chunks of "
+        "MMSEARCH_REINDEX_CHUNK_SIZE records",
+    )
+    chunk_size: int | None = Field(
+        None,
+        ge=1,
+        description="With Redis: split the re-index into chunk jobs of about this many records",
+    )
 
     @field_validator("source")
     @classmethod
     def _source_not_empty(cls, value: str) -> str:
         return _strip_non_empty(value, "source")
+
+    @model_validator(mode="after")
+    def _one_way_to_chunk(self) -> ReindexIn:
+        if self.chunks is not None and self.chunk_size is not None:
+            raise ValueError("give chunks or chunk_size, not both")
+        return self
 
 
 class ReindexAccepted(BaseModel):

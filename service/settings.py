@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     )
     queue_name: str = Field("mmsearch-reindex", description="RQ queue name")
     job_timeout_s: int = Field(6 * 3600, description="Longest a re-index job may run")
+    reindex_chunk_size: int = Field(
+        20_000,
+        ge=1,
+        description="With Redis, a re-index of more records than this is split into chunk "
+        "jobs of about this many records, encoded by all workers in parallel",
+    )
     data_roots: list[Path] | None = Field(
         None,
         description="Folders re-index sources must lie in (JSON list); unset: any path",

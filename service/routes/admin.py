@@ -27,7 +27,13 @@ ADMIN_ERRORS = error_responses(401, 403, 503)  # 503: the job queue (Redis) is u
 
 def _reindex_request(body: ReindexIn) -> ReindexRequest:
     return ReindexRequest(
-        Path(body.source), body.format, body.factory, _prototype_options(body), force=body.force
+        Path(body.source),
+        body.format,
+        body.factory,
+        _prototype_options(body),
+        force=body.force,
+        chunks=body.chunks,
+        chunk_size=body.chunk_size,
     )
 
 
