@@ -229,6 +229,20 @@ class OfflineTowers:
         augmented = parts[1].reshape(len(images), views - 1, *parts[1].shape[1:])
         return np.concatenate([clean, augmented], axis=1)
 
+    def image_regions(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(n, cells, 1280) float16: the cells of the last feature map (7 x 7 = 49 at 224
+        px), through the tuned top when there is one. Their mean is the pooled half of
+        :meth:`image_features` (before the ConSE half is appended)."""
+        top = self._tuned_top if self._tuned_top is not None else self.original_top
+        net, step = self._encoder.vision_network, self._encoder.image_batch_size
+        parts = []
+        for i in range(0, len(images), step):
+            batch = self._encoder.preprocess_images(images[i : i + step], self.image_size)
+            with torch.inference_mode():
+                maps = top.feature_map(run_bottom(net, self._to_device(batch), self._stage))
+            parts.append(maps.flatten(2).transpose(1, 2).half().cpu().numpy())
+        return np.concatenate(parts) if parts else np.empty((0, 0, 1280), np.float16)
+
     def image_features(self, images: Sequence[Image.Image]) -> np.ndarray:
         step = self._encoder.image_batch_size
         parts = [

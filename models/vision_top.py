@@ -44,11 +44,16 @@ class VisionTop(nn.Module):
         self.conv_head = copy.deepcopy(net.conv_head)
         self.bn2 = copy.deepcopy(net.bn2)
 
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, maps: torch.Tensor) -> torch.Tensor:
+        """(n, 1280, h, w) before pooling: each cell is an image region's feature
+        (7 x 7 cells for a 224 input), the local features of a re-ranker or set head."""
         x = maps
         for block in self.blocks:
             x = block(x)
-        return self.bn2(self.conv_head(x)).mean(dim=(2, 3))
+        return self.bn2(self.conv_head(x))
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(maps).mean(dim=(2, 3))
 
 
 def top_digest(top: VisionTop) -> str:

@@ -32,6 +32,16 @@ def burritos(burrito_paths: list[Path]) -> list[Image.Image]:
     return [load_image(p) for p in burrito_paths[:4]]
 
 
+def test_image_regions_are_the_cells_the_pooled_features_average(
+    towers: OfflineTowers, burritos: list[Image.Image]
+) -> None:
+    regions = towers.image_regions(burritos)
+    assert regions.shape == (4, 49, 1280) and regions.dtype == np.float16
+    pooled = towers.image_features(burritos)[:, :1280]
+    np.testing.assert_allclose(regions.astype(np.float32).mean(axis=1), pooled, atol=2e-3)
+    assert regions.astype(np.float32).std(axis=1).mean() > 0.1  # the cells do differ
+
+
 @pytest.mark.parametrize("stage", SPLIT_STAGES)
 def test_bottom_then_top_is_the_whole_network(
     offline_encoder: OfflineEncoder, towers: OfflineTowers, stage: int
