@@ -1,4 +1,4 @@
-"""Re-index jobs: the JobQueue seam and its two backends.
+"""Re-index and item-change jobs: the JobQueue seam and its two backends.
 
 ``create_job_queue`` picks Redis/RQ when ``MMSEARCH_REDIS_URL`` is set (jobs run in
 separate ``mmsearch worker`` processes) and an in-process background thread
