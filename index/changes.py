@@ -24,12 +24,10 @@ snapshot holding it (:class:`index.build.SupersededError`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +52,7 @@ from index.catalog import Catalog, CatalogWriter
 from index.layout import (
     claim_staging,
     clean_stale_staging,
+    exclusive_lock,
     fsync_dir,
     new_version,
     prune,
@@ -152,15 +151,9 @@ class ApplyOptions:
     keep_older: int | None = None  # older snapshots kept after publishing; None: all
 
 
-@contextlib.contextmanager
-def changes_lock(index_dir: Path) -> Iterator[None]:
+def changes_lock(index_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Exclusive across processes: one applier of item changes at a time."""
-    fd = os.open(index_dir / CHANGES_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return exclusive_lock(Path(index_dir) / CHANGES_LOCK_FILE)
 
 
 def apply_changes(

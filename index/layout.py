@@ -97,11 +97,16 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, fsync, then os.replace."""
+    """Write ``text`` (UTF-8) to a temp file beside ``path``, fsync, then os.replace."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync, then os.replace."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -225,10 +230,15 @@ class SnapshotLease:
             os.close(fd)
 
 
-@contextlib.contextmanager
-def publish_lock(index_dir: Path | str) -> Iterator[None]:
+def publish_lock(index_dir: Path | str) -> contextlib.AbstractContextManager[None]:
     """Exclusive across processes: one publisher at a time in ``index_dir``."""
-    path = Path(index_dir) / PUBLISH_LOCK_FILE
+    return exclusive_lock(Path(index_dir) / PUBLISH_LOCK_FILE)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """``flock`` on the file ``path`` (created if missing), held until exit; the kernel
+    drops it when the process dies, however it dies."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -1,7 +1,7 @@
 """Update-to-visible latency of PUT / DELETE /admin/items at 10k items (issue #14, item 2).
 
 Builds a catalog of ``--items`` items whose vectors are clustered 384-d unit vectors
-handed to the builder as precomputed (as scripts/bench_serve.py does), stamped with
+handed to the builder by scripts/bench_serve.py's PrecomputedEncoder, stamped with
 the served model's fingerprint so that the server loads it. Then starts the real
 processes: ``mmsearch serve`` alone (jobs in its thread), and with ``--redis-url``
 also ``mmsearch serve`` + one ``mmsearch worker`` on Redis. Each of ``--updates``
@@ -13,7 +13,7 @@ PUTs ``--burst`` items back to back and reports the time until all are served an
 how many snapshots they took (coalescing).
 
 Usage:
-  python scripts/bench_item_updates.py --items 10000 --updates 10 \\
+  PYTHONPATH=. python scripts/bench_item_updates.py --items 10000 --updates 10 \\
       --redis-url redis://127.0.0.1:6379/14 --json var/bench/item-updates.json
 """
 
@@ -45,32 +45,14 @@ from rq import Queue, Worker
 from index.build import build_snapshot
 from models.encoders.base import l2_normalize
 from models.registry import load_encoder
-from models.types import CatalogRecord, Recipe
+from models.types import CatalogRecord
+from scripts.bench_serve import PrecomputedEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-item-updates"
 N_CLUSTERS = 100
 START_TIMEOUT_S = 600.0
 VISIBLE_TIMEOUT_S = 120.0
-
-
-class PrecomputedEncoder:
-    """The text ``row:N`` is row N of the given vectors (no model work for the catalog)."""
-
-    def __init__(self, vectors: np.ndarray, fingerprint: str) -> None:
-        self._vectors = vectors
-        self.fingerprint = fingerprint
-        self.dim = vectors.shape[1]
-        self.device = "cpu"
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self._vectors[[int(text.split(":")[1]) for text in texts]]
-
-    def encode_images(self, images: Sequence[object]) -> np.ndarray:
-        raise NotImplementedError("the benchmark catalog has no images")
-
-    def encode_recipes(self, recipes: Sequence[Recipe]) -> np.ndarray:
-        raise NotImplementedError("the benchmark catalog has no recipes")
 
 
 def build_catalog(index_dir: Path, n: int, fingerprint: str, dim: int) -> None:
@@ -80,7 +62,7 @@ def build_catalog(index_dir: Path, n: int, fingerprint: str, dim: int) -> None:
     noise = rng.standard_normal((n, dim)).astype(np.float32) * 0.35 / np.sqrt(dim)
     vectors = l2_normalize(centres[labels] + noise)
     records = (
-        CatalogRecord(id=f"item-{i}", texts=(f"row:{i}",), label=f"cluster-{label}")
+        CatalogRecord(id=f"item-{i}", texts=(f"row:{i}:{n}",), label=f"cluster-{label}")
         for i, label in enumerate(labels.tolist())
     )
     encoder = PrecomputedEncoder(vectors, fingerprint)

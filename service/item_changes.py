@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from index.changes import ItemChange
-from index.layout import fsync_dir
+from index.layout import atomic_write_bytes
 from index.snapshot import Snapshot
 from models.images import base64_image_bytes, decode_image
 from models.types import CatalogRecord
@@ -69,16 +67,7 @@ def save_upload(index_dir: Path, data: bytes, max_pixels: int) -> Path:
     if path.exists():
         return path
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{path.name}.tmp-{secrets.token_hex(4)}"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(folder)
+    atomic_write_bytes(path, data)
     return path
 
 
