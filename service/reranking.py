@@ -69,22 +69,31 @@ def reranker_for(
     return found
 
 
-async def plan_rerank(
+async def query_parts(
+    reranker: Reranker | None, query: SearchQuery, embedder: Embedder
+) -> np.ndarray | None:
+    """A plain text query's word n-grams, embedded, when a re-ranker will need them. The
+    route awaits this beside the query vector, so both reach the encode batcher together
+    and can share one batch."""
+    if reranker is None or query.compose is not None or query.text is None:
+        return None
+    return await embedder.embed_text_parts(query.text)
+
+
+def plan_rerank(
     request: RerankIn | None,
     reranker: Reranker | None,
-    query: SearchQuery,
     vector: np.ndarray,
-    embedder: Embedder,
+    parts: np.ndarray | None,
 ) -> RerankPlan | None:
-    """None without re-ranking; otherwise the plan, with the query's side: a plain text
-    query's word n-grams as its parts, any other query's one vector (image regions are
-    not wired into serving yet)."""
+    """None without re-ranking; otherwise the plan, with the query's side: a text query's
+    n-grams (``parts``) or else its one vector (image regions are not wired into serving
+    yet), and the query vector as its whole."""
     if request is None or reranker is None:
         return None
-    parts = vector
-    if query.compose is None and query.text is not None:
-        parts = await embedder.embed_text_parts(query.text)
-    return RerankPlan(reranker, request.top, SetFeatures(parts, vector[0]))
+    return RerankPlan(
+        reranker, request.top, SetFeatures(vector if parts is None else parts, vector[0])
+    )
 
 
 def candidate_features(snapshot: Snapshot, item_id: str) -> SetFeatures:

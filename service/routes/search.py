@@ -3,6 +3,7 @@ on the live snapshot."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 from typing import Annotated
@@ -18,7 +19,7 @@ from service.deps import EmbedderDep, SnapshotDep, StateDep
 from service.errors import InvalidQueryError
 from service.limits import read_upload
 from service.queries import query_kind, query_vector
-from service.reranking import RerankPlan, plan_rerank, reranker_for
+from service.reranking import RerankPlan, plan_rerank, query_parts, reranker_for
 from service.schemas import (
     DEFAULT_K,
     MIN_CONFIDENCE_DESCRIPTION,
@@ -84,9 +85,12 @@ async def search_json(
     # Refused before any embedding work when the model cannot re-rank.
     model_name = model_display_name(settings.model)
     reranker = reranker_for(embedder.encoder, body.rerank, model_name, settings.max_k)
-    vector, exclude_ids = await query_vector(body.query, embedder, snapshot, settings.max_inputs)
+    (vector, exclude_ids), parts = await asyncio.gather(
+        query_vector(body.query, embedder, snapshot, settings.max_inputs),
+        query_parts(reranker, body.query, embedder),
+    )
     confidence = ConfidenceScorer(embedder.calibration, query_kind(body.query))
-    rerank = await plan_rerank(body.rerank, reranker, body.query, vector, embedder)
+    rerank = plan_rerank(body.rerank, reranker, vector, parts)
     return await _respond(state, snapshot, vector, params, started, confidence, exclude_ids, rerank)
 
 
