@@ -5,23 +5,27 @@ stays in its folder whatever the backend, so filters, kinds, one result per item
 prototypes work the same; only the row search moves. A snapshot's manifest records
 its backend (``faiss`` for manifests older than this field) and, for Milvus, its
 collection, so a process configured for Milvus still serves older FAISS snapshots.
+Snapshots made by item changes share their base's collection (:mod:`index.milvus_changes`),
+so pruning drops a collection only once no kept snapshot names it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from index.autotune import AUTO
-from index.layout import CorruptSnapshotError
+from index.layout import CorruptSnapshotError, SnapshotError, list_versions, prune
 from index.manifest import Manifest
 from index.milvus_index import (
     MILVUS_FACTORY,
     MilvusStore,
     MilvusUnavailableError,
     MilvusVectorIndex,
+    collection_name,
+    read_keys,
 )
 
 logger = logging.getLogger(__name__)
@@ -57,17 +61,25 @@ class IndexBackend:
                 f"{manifest.collection}; serve it with MMSEARCH_INDEX_BACKEND=milvus "
                 "and MMSEARCH_MILVUS_URI"
             )
-        return self._store.open(manifest.collection, manifest.dim)
+        keys = read_keys(path, manifest.n_vectors)
+        return self._store.open(manifest.collection, manifest.dim, keys)
 
     def published(self, manifest: Manifest) -> None:
         """The snapshot became CURRENT: point the Milvus alias at its collection."""
         if self._store is not None and manifest.collection is not None:
             self._store.point_alias(manifest.collection)
 
-    def pruned(self, versions: Iterable[str]) -> None:
-        """These snapshot folders were deleted: drop their collections too."""
+    def prune(self, index_dir: Path, keep_older: int) -> list[str]:
+        """:func:`index.layout.prune`, then drop the collections of the pruned snapshots
+        that no kept snapshot shares. Call it under :func:`index.layout.publish_lock`."""
+        named = _collections_named(index_dir)
+        pruned = prune(index_dir, keep_older)
         if self._store is not None:
-            self._store.drop_versions(versions)
+            kept = {name for version, name in named.items() if version not in pruned}
+            # A folder whose manifest could not be read may still have had its own.
+            gone = {named.get(version, collection_name(version)) for version in pruned}
+            self._store.drop_collections(sorted(gone - kept))
+        return pruned
 
     @contextmanager
     def dropped_on_failure(self, version: str) -> Iterator[None]:
@@ -81,6 +93,19 @@ class IndexBackend:
                 except MilvusUnavailableError as exc:  # the build's own error matters more
                     logger.warning("collection of failed build %s not dropped: %s", version, exc)
             raise
+
+
+def _collections_named(index_dir: Path) -> dict[str, str]:
+    """The Milvus collection of each snapshot in ``index_dir`` that names one."""
+    named = {}
+    for version in list_versions(index_dir):
+        try:
+            manifest = Manifest.read(Path(index_dir) / version)
+        except SnapshotError:  # a broken folder is pruned like any other
+            continue
+        if manifest.collection is not None:
+            named[version] = manifest.collection
+    return named
 
 
 def check_backend_factory(backend: str, factory: str) -> None:

@@ -62,7 +62,6 @@ from index.layout import (
     fsync_dir,
     install,
     new_version,
-    prune,
     publish,
     publish_lock,
     read_current,
@@ -549,7 +548,7 @@ def build_with(
             install(index_dir, staging, manifest.version)
     if publish_snapshot and keep_older is not None:
         with publish_lock(index_dir):
-            backend.pruned(prune(index_dir, keep_older))
+            backend.prune(index_dir, keep_older)
     logger.info(
         "built snapshot %s: %d items, %d vectors, %d skipped; changes %s",
         manifest.version,
@@ -570,14 +569,16 @@ def _finish_snapshot(
     factory: str,
     prototypes: PrototypeOptions | None,
     live: LiveVectors | None,
+    collection: str | None = None,
 ) -> Manifest:
     """Prototypes and the searchable index of a complete catalog and ``vectors.npy``
-    in ``staging`` (also used by :mod:`index.changes`); returns the manifest."""
+    in ``staging`` (also used by :mod:`index.changes`); returns the manifest.
+    ``collection``: the vectors are in this Milvus collection already."""
     if counts.reused_from is None and live is not None and counts.changes.items_reused:
         counts = replace(counts, reused_from=live.version)
     backend = options.backend or IndexBackend()
     return _write_snapshot(
-        counts, vectors, encoder, staging, options.tuning, backend, factory, prototypes
+        counts, vectors, encoder, staging, options.tuning, backend, factory, prototypes, collection
     )
 
 
@@ -590,16 +591,18 @@ def _write_snapshot(
     backend: IndexBackend,
     factory: str,
     prototypes: PrototypeOptions | None,
+    collection: str | None = None,
 ) -> Manifest:
     """The rest of the snapshot's files into ``staging``, from its catalog and vectors;
-    returns its manifest (not yet written)."""
+    returns its manifest (not yet written). ``collection``: the Milvus collection that
+    holds the vectors already (item changes); None: a new one (Milvus) or index.faiss."""
     prototype_options = prototypes or PrototypeOptions()
     table = _write_prototypes(staging, vectors, encoder, prototype_options)
     version = staging.name.removeprefix(STAGING_PREFIX)
-    collection = None
     if (milvus := backend.milvus) is not None:
         factory, tuned = MILVUS_FACTORY, exact_tuning(policy)
-        collection = milvus.create(version, vectors).collection
+        if collection is None:
+            collection = milvus.create(version, vectors).collection
     else:
         factory = resolve_factory(factory, int(vectors.shape[0]), encoder.dim, policy)
         tuned = _write_index(staging, vectors, factory, policy)

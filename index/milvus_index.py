@@ -8,10 +8,16 @@ process (one process per file: a second process cannot open it, so API replicas 
 workers on other machines need a server); ``http://host:19530`` is a Milvus standalone
 or cluster, which shards and replicates the collection.
 
-A collection holds an INT64 primary key ``row`` (the catalog row number, as FAISS ids
-are) and a FLOAT_VECTOR ``vector`` under a FLAT inner-product index, so its results
-equal exact search: recall 1.0, no knob to tune. Collections are written once, flushed,
-and never changed, so strong consistency costs no waiting on reads.
+A collection holds an INT64 primary key ``row`` and a FLOAT_VECTOR ``vector`` under a
+FLAT inner-product index, so its results equal exact search: recall 1.0, no knob to
+tune. A full build numbers the keys as its catalog rows (key i = row i). Item changes
+(:mod:`index.milvus_changes`) then change the collection in place, deleting the rows
+of changed items and inserting new ones under fresh keys, while each snapshot's
+catalog keeps its rows numbered from 0: such a snapshot stores its row -> key map
+(:data:`KEYS_FILE`, strictly increasing), and a search maps the keys it finds back to
+its own rows, skipping keys it does not know (rows inserted for a later snapshot, or
+left by an apply that died). Reads use strong consistency, so a search sees every
+insert and delete that returned before it.
 
 The alias :data:`CURRENT_ALIAS` names the live snapshot's collection, for readers
 outside mmsearch. The service itself searches the collection its snapshot's manifest
@@ -32,6 +38,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -47,6 +54,7 @@ ROW_FIELD = "row"
 VECTOR_FIELD = "vector"
 MILVUS_FACTORY = "Flat"  # what the manifest records: Milvus FLAT is exact search too
 MAX_TOP_K = 16_384  # Milvus refuses a larger search limit
+KEYS_FILE = "milvus_keys.npy"  # a snapshot's row -> collection key (absent: key = row)
 _INSERT_CHUNK_ROWS = 4_096  # well under gRPC's message limit at 1024 float32 dims
 _SEARCH_PARAMS = {"metric_type": "IP"}
 _RETRY_PAUSE_S = 0.5
@@ -63,14 +71,32 @@ def collection_name(version: str) -> str:
     return COLLECTION_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", version)
 
 
-def row_filter(allowed_rows: np.ndarray, ntotal: int) -> str:
-    """A Milvus expression keeping ``allowed_rows``: the shorter of in / not in."""
+def row_filter(allowed_rows: np.ndarray, ntotal: int, keys: np.ndarray | None = None) -> str:
+    """A Milvus expression keeping ``allowed_rows`` (their ``keys``; default key = row):
+    the shorter of in / not in."""
     rows = np.unique(np.asarray(allowed_rows, dtype=np.int64))
     rows = rows[(rows >= 0) & (rows < ntotal)]
+    key_of = np.arange(ntotal, dtype=np.int64) if keys is None else keys
     if rows.size <= ntotal // 2:
-        return f"{ROW_FIELD} in [{', '.join(map(str, rows.tolist()))}]"
+        return f"{ROW_FIELD} in [{', '.join(map(str, key_of[rows].tolist()))}]"
     excluded = np.setdiff1d(np.arange(ntotal, dtype=np.int64), rows, assume_unique=True)
-    return f"{ROW_FIELD} not in [{', '.join(map(str, excluded.tolist()))}]"
+    return f"{ROW_FIELD} not in [{', '.join(map(str, key_of[excluded].tolist()))}]"
+
+
+def read_keys(directory: Path, n_vectors: int) -> np.ndarray:
+    """A snapshot's row -> key map; key = row when it has no :data:`KEYS_FILE`."""
+    path = directory / KEYS_FILE
+    if not path.exists():
+        return np.arange(n_vectors, dtype=np.int64)
+    try:
+        keys = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise CorruptSnapshotError(f"unreadable {path}: {exc}") from exc
+    if keys.shape != (n_vectors,) or (keys.size > 1 and np.any(np.diff(keys) <= 0)):
+        raise CorruptSnapshotError(
+            f"{path} holds {keys.shape} keys, expected {n_vectors} increasing ones"
+        )
+    return keys.astype(np.int64, copy=False)
 
 
 # pymilvus pings its channel every 10 s, idle or not. Milvus Lite's embedded gRPC server
@@ -114,11 +140,11 @@ class MilvusVectorIndex:
     factory = MILVUS_FACTORY
     is_exact = True
 
-    def __init__(self, client: Any, collection: str, dim: int, ntotal: int) -> None:
+    def __init__(self, client: Any, collection: str, dim: int, keys: np.ndarray) -> None:
         self._client = client
         self.collection = collection
         self._dim = dim
-        self._ntotal = ntotal
+        self._keys = np.asarray(keys, dtype=np.int64)  # row -> key, strictly increasing
 
     @property
     def dim(self) -> int:
@@ -126,7 +152,7 @@ class MilvusVectorIndex:
 
     @property
     def ntotal(self) -> int:
-        return self._ntotal
+        return int(self._keys.size)
 
     def search(
         self, queries: np.ndarray, k: int, allowed_rows: np.ndarray | None = None
@@ -139,15 +165,33 @@ class MilvusVectorIndex:
             raise ValueError(f"k must be positive, got {k}")
         matrix = as_matrix(queries, self.dim)
         scores, rows = empty_result(matrix.shape[0], k)
-        if allowed_rows is not None and np.size(allowed_rows) == 0:
+        if self.ntotal == 0 or (allowed_rows is not None and np.size(allowed_rows) == 0):
             return scores, rows
-        expression = "" if allowed_rows is None else row_filter(allowed_rows, self.ntotal)
-        results = _milvus_call(
+        expression = self._expression(allowed_rows)
+        limit = min(k, MAX_TOP_K)
+        while True:
+            results = self._search(matrix, limit, expression)
+            # Keys this snapshot does not know (an apply's rows before it deletes the
+            # ones they replace) are skipped; fetch that many more while there are more.
+            unknown = self._fill(results, scores, rows)
+            if unknown == 0 or limit == MAX_TOP_K:
+                return scores, rows
+            limit = min(limit + unknown, MAX_TOP_K)
+
+    def _expression(self, allowed_rows: np.ndarray | None) -> str:
+        # Keys above this snapshot's largest were inserted for a later one.
+        newer = f"{ROW_FIELD} <= {int(self._keys[-1])}"
+        if allowed_rows is None:
+            return newer
+        return f"{newer} and ({row_filter(allowed_rows, self.ntotal, self._keys)})"
+
+    def _search(self, matrix: np.ndarray, limit: int, expression: str) -> Any:
+        return _milvus_call(
             "search",
             lambda: self._client.search(
                 self.collection,
                 data=list(matrix),
-                limit=min(k, MAX_TOP_K),
+                limit=limit,
                 filter=expression,
                 output_fields=[ROW_FIELD],
                 anns_field=VECTOR_FIELD,
@@ -155,22 +199,40 @@ class MilvusVectorIndex:
             ),
             idempotent=True,
         )
+
+    def _fill(self, results: Any, scores: np.ndarray, rows: np.ndarray) -> int:
+        """Write the hits as rows of this snapshot; the most unknown keys a query had,
+        counting only queries whose result was full (a short one is exhausted)."""
+        k = rows.shape[1]
+        most_unknown = 0
         for i, hits in enumerate(results):
-            for j, hit in enumerate(hits):
-                rows[i, j] = int(hit.id)
-                scores[i, j] = float(hit.distance)
-        return scores, rows
+            found = np.fromiter((int(hit.id) for hit in hits), dtype=np.int64, count=len(hits))
+            distances = np.fromiter((float(hit.distance) for hit in hits), dtype=np.float32)
+            known_rows = self._rows_of(found)
+            known = known_rows >= 0
+            n = min(int(known.sum()), k)
+            rows[i, :n] = known_rows[known][:n]
+            scores[i, :n] = distances[known][:n]
+            if n < k and not known.all():
+                most_unknown = max(most_unknown, int((~known).sum()))
+        return most_unknown
+
+    def _rows_of(self, keys: np.ndarray) -> np.ndarray:
+        """This snapshot's row of each key; -1 for a key it does not hold."""
+        at = np.searchsorted(self._keys, keys)
+        at = np.minimum(at, self._keys.size - 1)
+        return np.where(self._keys[at] == keys, at, -1)
 
     def reconstruct(self, rows: np.ndarray) -> np.ndarray:
         """Stored vectors of ``rows``, in their order (exact: FLAT keeps them whole)."""
-        wanted = [int(r) for r in np.asarray(rows, dtype=np.int64)]
+        wanted = [int(key) for key in self._keys[np.asarray(rows, dtype=np.int64)]]
         found = _milvus_call(
             "get",
             lambda: self._client.get(self.collection, ids=wanted, output_fields=[VECTOR_FIELD]),
             idempotent=True,
         )
-        by_row = {int(hit[ROW_FIELD]): hit[VECTOR_FIELD] for hit in found}
-        return np.asarray([by_row[row] for row in wanted], dtype=np.float32).reshape(-1, self.dim)
+        by_key = {int(hit[ROW_FIELD]): hit[VECTOR_FIELD] for hit in found}
+        return np.asarray([by_key[key] for key in wanted], dtype=np.float32).reshape(-1, self.dim)
 
 
 class MilvusStore:
@@ -195,12 +257,29 @@ class MilvusStore:
         name = collection_name(version)
         dim = int(vectors.shape[1])
         _milvus_call("create_collection", lambda: self._create_collection(name, dim))
+        self.insert(name, vectors, first_key=0)
+        return self.open(name, dim, np.arange(vectors.shape[0], dtype=np.int64))
+
+    def insert(self, collection: str, vectors: np.ndarray, first_key: int) -> None:
+        """Add ``vectors`` under keys ``first_key``, ``first_key + 1``, ...; flushed."""
         for start in range(0, vectors.shape[0], _INSERT_CHUNK_ROWS):
             chunk = np.asarray(vectors[start : start + _INSERT_CHUNK_ROWS], dtype=np.float32)
-            batch = [{ROW_FIELD: start + i, VECTOR_FIELD: v} for i, v in enumerate(chunk)]
-            _milvus_call("insert", partial(self.client.insert, name, batch))
-        _milvus_call("flush", lambda: self.client.flush(name), idempotent=True)
-        return self.open(name, dim)
+            first = first_key + start
+            batch = [{ROW_FIELD: first + i, VECTOR_FIELD: v} for i, v in enumerate(chunk)]
+            _milvus_call("insert", partial(self.client.insert, collection, batch))
+        _milvus_call("flush", lambda: self.client.flush(collection), idempotent=True)
+
+    def delete(self, collection: str, keys: np.ndarray | None = None, from_key: int = 0) -> None:
+        """Delete the rows with these ``keys``, or (no keys) every row from ``from_key``
+        up; deleting a key twice does nothing, so it may be repeated."""
+        if keys is not None and keys.size == 0:
+            return
+        call = (
+            partial(self.client.delete, collection, filter=f"{ROW_FIELD} >= {int(from_key)}")
+            if keys is None
+            else partial(self.client.delete, collection, ids=[int(k) for k in keys])
+        )
+        _milvus_call("delete", call, idempotent=True)
 
     def _create_collection(self, name: str, dim: int) -> None:
         from pymilvus import DataType, MilvusClient
@@ -214,20 +293,25 @@ class MilvusStore:
             name, schema=schema, index_params=index_params, consistency_level="Strong"
         )
 
-    def open(self, collection: str, dim: int) -> MilvusVectorIndex:
-        """Load ``collection`` for search (loading is per process: a new one must load it)."""
+    def open(self, collection: str, dim: int, keys: np.ndarray) -> MilvusVectorIndex:
+        """Load ``collection`` for search as the rows whose keys are ``keys`` (loading is
+        per process: a new one must load it)."""
         exists = _milvus_call(
             "has_collection", lambda: self.client.has_collection(collection), idempotent=True
         )
         if not exists:
             raise CorruptSnapshotError(f"Milvus collection {collection} does not exist")
         _milvus_call("load", lambda: self.client.load_collection(collection), idempotent=True)
+        return MilvusVectorIndex(self.client, collection, dim, keys)
+
+    def count(self, collection: str) -> int:
+        """Rows in ``collection`` now (every snapshot sharing it, and any leftovers)."""
         counted = _milvus_call(
             "count",
             lambda: self.client.query(collection, filter="", output_fields=["count(*)"]),
             idempotent=True,
         )
-        return MilvusVectorIndex(self.client, collection, dim, int(counted[0]["count(*)"]))
+        return int(counted[0]["count(*)"])
 
     def point_alias(self, collection: str) -> None:
         """Point :data:`CURRENT_ALIAS` at ``collection``; Milvus switches it atomically."""
@@ -242,8 +326,11 @@ class MilvusStore:
 
     def drop_versions(self, versions: Iterable[str]) -> None:
         """Drop the collections of these snapshot versions (none: nothing happens)."""
-        for version in versions:
-            name = collection_name(version)
+        self.drop_collections(collection_name(version) for version in versions)
+
+    def drop_collections(self, names: Iterable[str]) -> None:
+        """Drop these collections, those that exist."""
+        for name in names:
             exists = partial(self.client.has_collection, name)
             if _milvus_call("has_collection", exists, idempotent=True):
                 _milvus_call("drop_collection", partial(self.client.drop_collection, name))

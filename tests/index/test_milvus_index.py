@@ -87,7 +87,7 @@ def test_bad_queries_are_refused(milvus):
 def test_missing_collection_is_a_snapshot_error(milvus_uri, milvus):
     store = MilvusStore(milvus_uri)
     with pytest.raises(MilvusUnavailableError):
-        MilvusVectorIndex(store.client, "mmsearch_nothing_here", DIM, 1).search(
+        MilvusVectorIndex(store.client, "mmsearch_nothing_here", DIM, np.arange(1)).search(
             np.ones(DIM, np.float32), 3
         )
 
