@@ -8,7 +8,9 @@ items are then encoded, through the build's own batch step, so an upsert whose
 inputs are unchanged (a metadata edit) copies its vectors too (:mod:`index.reuse`).
 The prototypes (with the live table's options) and the FAISS index are rebuilt
 from the new vectors by the build's own final step, so a new item moves its
-class prototype and a class whose last member goes is gone.
+class prototype and a class whose last member goes is gone. On the Milvus backend
+no collection is rebuilt: the upserted rows are inserted into the live one and the
+replaced ones deleted (:mod:`index.milvus_changes`).
 
 Publishing: appliers hold ``<index_dir>/.changes.lock`` (flock, dropped by the
 kernel when a process dies) from reading their pending changes to marking them
@@ -55,12 +57,12 @@ from index.layout import (
     exclusive_lock,
     fsync_dir,
     new_version,
-    prune,
     publish,
     publish_lock,
     read_current,
 )
 from index.manifest import Manifest
+from index.milvus_changes import in_place_target
 from index.prototypes import PrototypeOptions, PrototypeTable
 from index.reuse import LiveVectors, live_vectors
 from index.snapshot import CATALOG_FILE, VECTORS_FILE
@@ -186,7 +188,7 @@ def apply_changes(
     if options.keep_older is not None:
         backend = options.backend or IndexBackend()
         with publish_lock(index_dir):
-            backend.pruned(prune(index_dir, options.keep_older))
+            backend.prune(index_dir, options.keep_older)
     return manifest
 
 
@@ -210,14 +212,26 @@ def _apply_once(
         _full_disk_reported(index_dir),
         live_vectors(index_dir, encoder) as live,
         backend.dropped_on_failure(version),
+        contextlib.ExitStack() as milvus_rows,
     ):
         base = _usable(live, index_dir)
-        counts, vectors = _write_catalog(staging, base, changes, encoder, build)
+        counts, vectors, kept_rows = _write_catalog(staging, base, changes, encoder, build)
         base_manifest = base.manifest
+        in_place = in_place_target(backend, index_dir / base.version, base_manifest)
+        if in_place is not None:  # the upserted rows go into the live collection
+            milvus_rows.enter_context(in_place.rows_written(staging, vectors, kept_rows))
         factory = base_manifest.factory if base_manifest.backend == backend.name else AUTO
         prototypes = _prototype_options(index_dir / base.version, base_manifest)
         manifest = _finish_snapshot(
-            staging, counts, vectors, encoder, build, factory, prototypes, base
+            staging,
+            counts,
+            vectors,
+            encoder,
+            build,
+            factory,
+            prototypes,
+            base,
+            None if in_place is None else in_place.collection,
         )
         manifest = replace(
             manifest,
@@ -230,6 +244,8 @@ def _apply_once(
         fsync_dir(staging)
         _publish_on(index_dir, staging, manifest, base.version)
         backend.published(manifest)
+    if in_place is not None:
+        in_place.retire(index_dir / manifest.version)
     logger.info(
         "applied %d item change(s) to snapshot %s: %s is live with %d items; changes %s",
         len(changes),
@@ -268,7 +284,9 @@ def _write_catalog(
     changes: Sequence[ItemChange],
     encoder: Encoder,
     options: _BuildOptions,
-) -> tuple[_BuildCounts, np.ndarray]:
+) -> tuple[_BuildCounts, np.ndarray, np.ndarray]:
+    """The new catalog and vectors.npy; also the live row of each copied row (the
+    first rows; the upserted items' follow)."""
     upserts, deletes = coalesce(changes)
     counts = _BuildCounts()
     writer = CatalogWriter(staging / CATALOG_FILE)
@@ -290,7 +308,7 @@ def _write_catalog(
         spool.close()
         writer.abort()
     _count_copied(counts, staging, copied_items, len(kept_rows), live.n_items)
-    return counts, vectors
+    return counts, vectors, kept_rows
 
 
 def _copy_vectors(vectors: np.ndarray, rows: np.ndarray, spool: NpySpool) -> None:

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from index.build import build_snapshot
 from index.changes import changes_lock
 from index.layout import list_versions
+from index.manifest import Manifest
 from index.prototypes import PrototypeOptions
 from models.types import CatalogRecord
 from service.app import create_app
@@ -32,17 +33,37 @@ def encoder() -> CountingEncoder:
 
 
 @pytest.fixture()
-def index_dir(tmp_path: Path, tiny_records: list[CatalogRecord], encoder: CountingEncoder) -> Path:
+def backend_name() -> str:
+    """FAISS; the core cases run on Milvus Lite too (parametrised with ON_BOTH)."""
+    return "faiss"
+
+
+ON_BOTH = pytest.mark.parametrize("backend_name", ["faiss", "milvus"])
+
+
+@pytest.fixture()
+def overrides(backend_name: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
+    if backend_name == "faiss":
+        return {}
+    request.getfixturevalue("milvus_uri")  # skipped without the milvus extra
+    return {"index_backend": "milvus", "milvus_uri": str(tmp_path / "items.db")}
+
+
+@pytest.fixture()
+def index_dir(tmp_path: Path, tiny_records: list[CatalogRecord], overrides: dict[str, Any]) -> Path:
     """A catalog of its own per test: every test changes it."""
     path = tmp_path / "index"
     options = PrototypeOptions(zero_shot_classes=TINY_ZERO_SHOT)
-    build_snapshot(tiny_records, CountingEncoder(), path, prototypes=options)
+    backend = make_settings(path, **overrides).vector_backend()
+    build_snapshot(tiny_records, CountingEncoder(), path, prototypes=options, backend=backend)
     return path
 
 
 @pytest.fixture()
-def client(index_dir: Path, encoder: CountingEncoder) -> Iterator[TestClient]:
-    settings = make_settings(index_dir, keep_snapshots=20)
+def client(
+    index_dir: Path, encoder: CountingEncoder, overrides: dict[str, Any]
+) -> Iterator[TestClient]:
+    settings = make_settings(index_dir, keep_snapshots=20, **overrides)
     with TestClient(create_app(settings, encoder=encoder)) as test_client:
         yield test_client
 
@@ -83,6 +104,7 @@ JEON = {
 }
 
 
+@ON_BOTH
 def test_put_is_served_by_search_and_makes_its_class(client: TestClient) -> None:
     assert _top(client, "zucchini pancake crispy") != ["new-1"]
 
@@ -96,6 +118,7 @@ def test_put_is_served_by_search_and_makes_its_class(client: TestClient) -> None
     assert job["changes"]["items_embedded"] == 1
 
 
+@ON_BOTH
 def test_put_replacing_an_item_changes_what_search_returns(
     client: TestClient, tiny_records: list[CatalogRecord]
 ) -> None:
@@ -110,6 +133,7 @@ def test_put_replacing_an_item_changes_what_search_returns(
     assert client.get(f"/items/{target.id}").json()["kinds"] == ["text"]
 
 
+@ON_BOTH
 def test_delete_removes_the_item_and_its_class_follows(
     client: TestClient, tiny_records: list[CatalogRecord]
 ) -> None:
@@ -129,6 +153,7 @@ def test_delete_removes_the_item_and_its_class_follows(
     assert "pizza" not in _classes(client)  # its last member went
 
 
+@ON_BOTH
 def test_changes_queued_together_make_one_snapshot_encoding_only_them(
     client: TestClient, index_dir: Path, encoder: CountingEncoder, tiny_records: list[CatalogRecord]
 ) -> None:
@@ -153,6 +178,26 @@ def test_changes_queued_together_make_one_snapshot_encoding_only_them(
     assert applied["items_reused"] == len(tiny_records) - 2
     assert applied["items_removed"] == 1
     assert _top(client, "sweet rice punch") == ["new-2"]
+
+
+@pytest.mark.parametrize("backend_name", ["milvus"])
+def test_on_milvus_changes_update_the_live_collection_in_place(
+    client: TestClient,
+    index_dir: Path,
+    overrides: dict[str, Any],
+    tiny_records: list[CatalogRecord],
+) -> None:
+    store = make_settings(index_dir, **overrides).vector_backend().milvus
+    assert store is not None
+    first = Manifest.read(index_dir / list_versions(index_dir)[-1])
+    for text in ("grilled mackerel with rice", "cold buckwheat noodles"):
+        _finished(client, _put(client, tiny_records[3].id, {"texts": [text]}))
+        live = Manifest.read(index_dir / list_versions(index_dir)[-1])
+        assert _top(client, text) == [tiny_records[3].id]
+        # The same collection, as many rows as the live snapshot: no copy, no growth.
+        assert live.collection == first.collection and live.collection is not None
+        assert store.count(live.collection) == live.n_vectors
+        assert store.client.list_collections() == [first.collection]
 
 
 def test_delete_of_an_unknown_item_is_404(client: TestClient) -> None:
