@@ -301,6 +301,17 @@ def eval_command(
             help="food101: also score prototypes mixed with the class name at this weight"
         ),
     ] = 0.0,
+    rerank: Annotated[
+        str | None,
+        typer.Option(
+            help="kfood, flickr: also re-rank each query's top with this re-ranker (sgraf); "
+            "the model must carry it trained. Both variants come out side by side"
+        ),
+    ] = None,
+    rerank_top: Annotated[int, typer.Option(help="With --rerank: how many are re-scored")] = 50,
+    similarity: Annotated[
+        str, typer.Option(help="single (one vector per item); set is not available yet")
+    ] = "single",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
 ) -> None:
     """Rank every item of DATA_DIR against every item of the other modality; print a table."""
@@ -318,6 +329,9 @@ def eval_command(
             val_fraction=val_fraction,
             seed=seed,
             text_weight=text_weight,
+            rerank=rerank,
+            rerank_top=rerank_top,
+            similarity=similarity,
             progress=report,
         )
     print(evaluation_table(result))
@@ -398,20 +412,28 @@ def trust_table(report: dict[str, Any]) -> str:
 
 
 def evaluation_table(result: dict[str, Any]) -> str:
-    """One line per direction / setting of an evaluation result."""
+    """One line per direction / setting / variant of an evaluation result."""
     lines = [f"{result.get('dataset')}  model {result.get('model')}"]
     for key, value in result.items():
-        if isinstance(value, dict) and all(isinstance(v, int | float) for v in value.values()):
-            figures = "  ".join(f"{k} {v:.3f}" for k, v in value.items())
-            lines.append(f"  {key:<18} {figures}")
-        elif isinstance(value, dict):
-            for sub, figs in value.items():
-                if isinstance(figs, dict):
-                    figures = "  ".join(f"{k} {v:.3f}" for k, v in figs.items())
-                    lines.append(f"  {key + ' ' + str(sub):<18} {figures}")
+        if isinstance(value, dict):
+            lines.extend(_figure_lines(key, value))
         elif isinstance(value, int | float) and key not in ("seed",):
             lines.append(f"  {key:<18} {value}")
     return "\n".join(lines)
+
+
+def _figure_lines(label: str, value: dict[str, Any]) -> list[str]:
+    """A dict of numbers is one line; nested dicts (settings, variants) are walked."""
+    if all(isinstance(v, int | float) for v in value.values()):
+        figures = "  ".join(f"{k} {v:.3f}" for k, v in value.items())
+        return [f"  {label:<18} {figures}"]
+    lines = []
+    for sub, figs in value.items():
+        if isinstance(figs, dict):
+            lines.extend(_figure_lines(f"{label} {sub}", figs))
+        elif isinstance(figs, int | float):
+            lines.append(f"  {label + ' ' + str(sub):<18} {figs:.3f}")
+    return lines
 
 
 @contextmanager

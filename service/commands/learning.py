@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 from models.datasets import open_dataset, split_records
 from models.encoders.base import Encoder
 from models.registry import load_encoder
+from models.rerank import RERANKERS, Reranker, rerankers_of
 from models.types import ProgressCallback
 from service.commands import CommandFailedError, CommandInputError
+from service.schemas import DEFAULT_RERANK_TOP, MAX_RERANK_TOP
 
 if TYPE_CHECKING:
     from training.errors import ConfigError
@@ -180,9 +182,13 @@ def run_evaluation(
     val_fraction: float,
     seed: int,
     text_weight: float = 0.0,
+    rerank: str | None = None,
+    rerank_top: int = DEFAULT_RERANK_TOP,
+    similarity: str = "single",
     progress: ProgressCallback | None,
 ) -> dict[str, Any]:
     from training.evaluate import evaluate_records  # see the module docstring
+    from training.rerank_eval import evaluate_with_rerank
 
     if dataset not in EVAL_DATASETS:
         raise CommandInputError(
@@ -197,7 +203,9 @@ def run_evaluation(
         raise CommandInputError(f"--text-weight must be in [0, 1], got {text_weight}")
     if text_weight > 0 and dataset != "food101":
         raise CommandInputError("--text-weight applies to --dataset food101 only")
+    _check_variants(dataset, rerank, rerank_top, similarity)
     encoder = encoder_from_model_option(model, device)
+    reranker = _reranker_of(encoder, rerank, model)
     records = list(open_dataset(data_dir, dataset))
     support = list(open_dataset(support_dir, dataset)) if support_dir else None
     if split == "val":
@@ -205,13 +213,45 @@ def run_evaluation(
         # the rest is the support set of the prototype evaluation.
         rest, records = split_records(records, val_fraction, seed)
         support = support if support is not None else rest
-    result = evaluate_records(
-        encoder, dataset, records, support=support, text_weight=text_weight, progress=progress
-    )
+    if reranker is not None:
+        result = evaluate_with_rerank(
+            encoder, reranker, dataset, records, top=rerank_top, progress=progress
+        )
+    else:
+        result = evaluate_records(
+            encoder, dataset, records, support=support, text_weight=text_weight, progress=progress
+        )
     result["model"] = encoder.fingerprint
     if split == "val":
         result["split"] = {"part": "val", "val_fraction": val_fraction, "seed": seed}
     return result
+
+
+def _check_variants(dataset: str, rerank: str | None, top: int, similarity: str) -> None:
+    if similarity == "set":
+        # Issue #15: the DivE head exists as an architecture only; no bundle has one trained.
+        raise CommandInputError(
+            "--similarity set is not available: no bundle carries a trained DivE set head yet"
+        )
+    if similarity != "single":
+        raise CommandInputError(f"--similarity must be 'single' or 'set', got {similarity!r}")
+    if rerank is None:
+        return
+    if rerank not in RERANKERS:
+        raise CommandInputError(f"unknown --rerank {rerank!r}; expected {', '.join(RERANKERS)}")
+    if dataset not in ("kfood", "flickr"):
+        raise CommandInputError("--rerank applies to --dataset kfood and flickr only")
+    if not 1 <= top <= MAX_RERANK_TOP:
+        raise CommandInputError(f"--rerank-top must be in [1, {MAX_RERANK_TOP}], got {top}")
+
+
+def _reranker_of(encoder: Encoder, rerank: str | None, model: str) -> Reranker | None:
+    if rerank is None:
+        return None
+    found = rerankers_of(encoder).get(rerank)
+    if found is None:
+        raise CommandInputError(f"--model {model} carries no trained {rerank!r} re-ranker")
+    return found
 
 
 def run_calibration(

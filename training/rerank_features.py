@@ -1,0 +1,118 @@
+"""What a re-ranker sees at serve time, for a captioned image set, computed once and cached.
+
+At serve time (:mod:`service.reranking`) a text query is its vector (the whole) and
+its word n-grams embedded one by one (the parts); a photo item is its stored photo
+row. So the re-ranker is trained and evaluated on exactly those: the encoder's
+(e.g. the shipped bundle's) photo vectors, caption vectors and caption n-gram
+vectors, all in the joint space. An n-gram shared by many captions ("a dog") is
+embedded once.
+
+Cached under ``cache_dir/rerank-features`` keyed by the encoder's fingerprint and
+the records' content (:func:`training.features.records_key`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.encoders.base import Encoder
+from models.files import atomic_write
+from models.rerank import MAX_NGRAM, MAX_PARTS, SetFeatures, word_ngrams
+from models.types import CatalogRecord, ProgressCallback
+from training.evaluate import encode_images, readable_images
+from training.features import Ragged, records_key
+
+RERANK_FEATURES_VERSION = 1
+TEXT_BATCH = 256
+
+
+@dataclass(frozen=True)
+class CaptionedVectors:
+    ids: list[str]  # one per kept image record
+    images: np.ndarray  # (n_images, dim) photo vectors
+    texts: np.ndarray  # (n_texts, dim) caption vectors, encoded as queries
+    owner: np.ndarray  # (n_texts,) index of each caption's image
+    grams: Ragged  # per caption: (n_grams, dim) its word n-gram vectors
+
+    def caption(self, i: int) -> SetFeatures:
+        """Caption ``i`` as a text query is at serve time: n-grams and its vector."""
+        return SetFeatures(self.grams.row(i), self.texts[i])
+
+    def photo(self, j: int) -> SetFeatures:
+        """Photo ``j`` as a photo item is at serve time: its one row."""
+        return SetFeatures(self.images[j : j + 1], self.images[j])
+
+
+def captioned_vectors(
+    encoder: Encoder,
+    records: Sequence[CatalogRecord],
+    cache_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> CaptionedVectors:
+    """Vectors of every record with a readable photo and captions (see the module doc)."""
+    kept, images = readable_images([r for r in records if r.texts])
+    path = _cache_path(cache_dir, encoder, kept) if cache_dir is not None else None
+    if path is not None and path.is_file():
+        return _load(path)
+    captions = [t for r in kept for t in r.texts]
+    features = CaptionedVectors(
+        ids=[r.id for r in kept],
+        images=encode_images(encoder, images, progress),
+        texts=_encode_texts(encoder, captions),
+        owner=np.asarray([i for i, r in enumerate(kept) for _ in r.texts], dtype=np.int64),
+        grams=_caption_grams(encoder, captions),
+    )
+    if path is not None:
+        _save(path, features)
+    return features
+
+
+def _encode_texts(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
+    chunks = [
+        encoder.encode_texts(list(texts[i : i + TEXT_BATCH]))
+        for i in range(0, len(texts), TEXT_BATCH)
+    ]
+    return np.concatenate(chunks) if chunks else np.empty((0, encoder.dim), np.float32)
+
+
+def _caption_grams(encoder: Encoder, captions: Sequence[str]) -> Ragged:
+    per_caption = [word_ngrams(c) for c in captions]
+    unique = sorted({g for grams in per_caption for g in grams})
+    vectors = _encode_texts(encoder, unique)
+    position = {g: i for i, g in enumerate(unique)}
+    rows = [position[g] for grams in per_caption for g in grams]
+    offsets = np.concatenate([[0], np.cumsum([len(g) for g in per_caption])]).astype(np.int64)
+    return Ragged(vectors[rows], offsets)
+
+
+def _cache_path(cache_dir: Path, encoder: Encoder, records: Sequence[CatalogRecord]) -> Path:
+    grams = f"n{MAX_NGRAM}x{MAX_PARTS}"
+    key = f"{encoder.fingerprint}-{records_key(records)}-{grams}-r{RERANK_FEATURES_VERSION}"
+    return cache_dir / "rerank-features" / f"{key}.npz"
+
+
+def _save(path: Path, features: CaptionedVectors) -> None:
+    arrays = {
+        "ids": np.asarray(features.ids).astype(str),
+        "images": features.images,
+        "texts": features.texts,
+        "owner": features.owner,
+        "grams.values": features.grams.values,
+        "grams.offsets": features.grams.offsets,
+    }
+    atomic_write(path, lambda fp: np.savez(fp, **arrays))  # type: ignore[arg-type]
+
+
+def _load(path: Path) -> CaptionedVectors:
+    with np.load(path) as data:
+        return CaptionedVectors(
+            [str(x) for x in data["ids"]],
+            data["images"],
+            data["texts"],
+            data["owner"],
+            Ragged(data["grams.values"], data["grams.offsets"]),
+        )
