@@ -24,7 +24,8 @@ APP_FACTORY = "service.app:create_app"
 def check_single_process_milvus_lite(settings: Settings) -> None:
     """CommandInputError when Milvus Lite would be opened by more than one process:
     its file opens in one process only, but several API workers are several processes,
-    and with Redis the re-index jobs run in separate ``mmsearch worker`` processes."""
+    and with Redis the re-index jobs run in separate ``mmsearch worker`` processes.
+    A server URI (a Milvus server, or ``milvus-lite server``) is shared by any number."""
     if settings.index_backend != MILVUS or not is_lite_uri(str(settings.milvus_uri)):
         return
     if settings.workers > 1 or settings.redis_url:
@@ -32,7 +33,8 @@ def check_single_process_milvus_lite(settings: Settings) -> None:
             "Milvus Lite (MMSEARCH_MILVUS_URI="
             f"{settings.milvus_uri}) opens in one process only: with MMSEARCH_WORKERS > 1 or "
             "MMSEARCH_REDIS_URL (jobs in mmsearch worker processes), use a Milvus server "
-            "(http://host:19530)"
+            "(http://host:19530), or on one machine Milvus Lite's own server: "
+            "`milvus-lite server --data-dir DIR --port 19530` and http://127.0.0.1:19530"
         )
 
 

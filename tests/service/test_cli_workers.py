@@ -48,7 +48,8 @@ def test_workers_on_milvus_lite_are_refused(
     monkeypatch.setenv("MMSEARCH_INDEX_BACKEND", "milvus")
     monkeypatch.setenv("MMSEARCH_MILVUS_URI", str(tmp_path / "milvus.db"))
     assert main(["serve", "--workers", "2"]) == 2
-    assert "Milvus Lite" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "Milvus Lite" in error and "milvus-lite server" in error
     assert uvicorn_calls == []
 
 
@@ -67,6 +68,18 @@ def test_milvus_lite_with_redis_jobs_is_refused(
     assert main(command) == 2
     assert "opens in one process only" in capsys.readouterr().err
     assert uvicorn_calls == []
+
+
+def test_workers_on_a_milvus_server_reach_uvicorn(
+    uvicorn_calls: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any number of processes share a server, Milvus Lite's own (milvus-lite server) too.
+    monkeypatch.setenv("MMSEARCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+    monkeypatch.setenv("MMSEARCH_INDEX_BACKEND", "milvus")
+    monkeypatch.setenv("MMSEARCH_MILVUS_URI", "http://127.0.0.1:19530")
+    assert main(["serve", "--workers", "2"]) == 0
+    [options] = uvicorn_calls
+    assert options["workers"] == 2
 
 
 def test_workers_from_the_environment_reach_uvicorn(
