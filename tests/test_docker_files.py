@@ -70,3 +70,29 @@ def test_the_milvus_profile_points_api_and_worker_at_one_milvus() -> None:
     assert services["api-milvus"]["build"]["args"]["EXTRAS"] == "[milvus]"
     assert {"milvus", "etcd", "minio"} <= set(services)
     assert 'pip install ".${EXTRAS}"' in (ROOT / "docker" / "Dockerfile").read_text()
+
+
+def _default(value: str) -> str:
+    """The default of a ``${NAME:-default}`` compose interpolation (the value if none)."""
+    match = re.fullmatch(r"\$\{\w+:-([^}]*)\}", str(value))
+    return match.group(1) if match else str(value)
+
+
+def test_the_milvus_profile_runs_api_replicas_behind_a_load_balancer() -> None:
+    services = compose()["services"]
+    api, lb = services["api-milvus"], services["lb-milvus"]
+    assert "ports" not in api  # replicas cannot share a host port
+    assert int(_default(api["deploy"]["replicas"])) >= 2
+    assert int(_default(services["worker-milvus"]["deploy"]["replicas"])) >= 1
+    assert lb["profiles"] == ["milvus"]
+    host_port, container_port = lb["ports"][0].rsplit(":", 1)
+    assert (_default(host_port), container_port) == ("8000", "80")
+    assert lb["depends_on"]["api-milvus"]["condition"] == "service_healthy"
+    config_path, mounted = lb["volumes"][0].split(":")[:2]
+    assert mounted == "/etc/nginx/conf.d/default.conf"
+    config = (ROOT / config_path).read_text()
+    assert re.search(r"^\s*listen 80;", config, re.M)
+    [upstream] = re.findall(r"upstream (\w+) \{\s*server ([\w-]+):(\d+);", config)
+    assert upstream[1:] == ("api-milvus", "8000")
+    assert f"proxy_pass http://{upstream[0]};" in config
+    assert api["command"][-1] == "8000"
