@@ -30,7 +30,8 @@ Modules: ``vector_index`` (FAISS wrapper), ``catalog`` (SQLite), ``manifest``,
 ``layout`` (CURRENT / publish / prune), ``snapshot`` (loading and search),
 ``live`` (hot swap), ``build`` (the streaming re-index pipeline), ``reuse`` (vectors
 of unchanged items copied), ``changes`` (item upserts and deletes applied to the live
-snapshot as one new one), ``autotune``
+snapshot as one new one), ``chunks`` (a build's encoding split into chunks that
+separate processes encode, then merged), ``autotune``
 (the factory ``auto`` chooses, search knobs tuned to a recall target), ``backends``
 and ``milvus_index`` (a snapshot's vectors in a Milvus collection instead of
 ``index.faiss``, chosen by ``MMSEARCH_INDEX_BACKEND``).

@@ -252,6 +252,10 @@ class RQJobQueue:
     live workers run and :meth:`status` runs too: so a job never shows
     ``running`` for more than a heartbeat TTL after its worker died, even with
     no worker left alive.
+
+    A large re-index is several jobs: one per chunk and a merge that depends on
+    them all (:meth:`_enqueue_chunked`, docs/chunked_reindex.md); its status is
+    the merge job's, with the chunks' progress summed in.
     """
 
     def __init__(self, settings: Settings, *, batch_size: int = REINDEX_BATCH_SIZE) -> None:
