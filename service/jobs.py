@@ -403,7 +403,7 @@ class RQJobQueue:
             state=state,
             progress=progress,
             index_version=meta.get("index_version") or job.return_value(),
-            error=rq_failure_message(job) if state is JobState.FAILED else None,
+            error=_failure_message(job, chunks) if state is JobState.FAILED else None,
             changes=_changes(meta.get("changes")),
         )
 
@@ -461,6 +461,15 @@ def _changes(saved: object) -> dict[str, int] | None:
     if not isinstance(saved, dict):
         return None
     return {str(k): v for k, v in saved.items() if isinstance(v, int)}
+
+
+def _failure_message(job: Job, chunks: list[Job]) -> str:
+    """Why a job failed; for a chunked re-index, the first failed chunk's reason (the
+    merge only knows that chunk is missing)."""
+    for number, chunk in enumerate(chunks, start=1):
+        if chunk.get_status(refresh=False) == RQStatus.FAILED:
+            return f"chunk {number} of {len(chunks)} failed: {rq_failure_message(chunk)}"
+    return rq_failure_message(job)
 
 
 def rq_failure_message(job: Job) -> str:

@@ -159,7 +159,10 @@ def test_a_chunk_failing_for_good_fails_the_reindex_with_a_clear_error(
     status = queue.status(job_id)
 
     assert status is not None and status.state is JobState.FAILED, status
-    assert status.error is not None and "chunk(s) [2] of 3 were never written" in status.error
+    assert status.error is not None and status.error.startswith("chunk 3 of 3 failed: ")
+    assert "or repeated" in status.error  # the chunk's own reason, not only the merge's
+    merge_error = Job.fetch(job_id, connection=redis.Redis.from_url(settings.redis_url or ""))
+    assert "chunk(s) [2] of 3 were never written" in merge_error.meta["error"]
     assert read_current(settings.index_dir) is None
     assert list(settings.index_dir.glob(".chunks-*")) == []  # the last merge attempt cleared it
 
