@@ -145,11 +145,12 @@ def write_calibration(path: Path, calibration: Calibration, report: dict[str, An
     _write_meta(Path(path), meta)
 
 
-def write_sgraf(path: Path, model: Sgraf) -> None:
-    """Add (or replace) the bundle's SGRAF re-ranker; the fingerprint stays, since no
-    vector changes, so snapshots remain valid."""
+def write_sgraf(path: Path, model: Sgraf, *, half: bool = False) -> None:
+    """Add (or replace) the bundle's SGRAF re-ranker (float16 with ``half``, as shipped);
+    the fingerprint stays, since no vector changes, so snapshots remain valid."""
     meta = read_bundle_meta(Path(path))
-    meta["rerankers"] = {**meta.get("rerankers", {}), SGRAF: save_sgraf(Path(path), model)}
+    entry = save_sgraf(Path(path), model, half=half)
+    meta["rerankers"] = {**meta.get("rerankers", {}), SGRAF: entry}
     _write_meta(Path(path), meta)
 
 

@@ -56,12 +56,18 @@ class SgrafConfig:
     sim_dim: int = 64
     steps: int = 3  # graph reasoning steps
     attention_scale: float = 9.0  # lambda of the local attention (as in SCAN / SGRAF)
+    # When set, the score adds a learned multiple (starting here) of the cosine of the two
+    # wholes: a re-ranker then starts from the vector search's order and learns corrections
+    # to it, instead of having to rediscover it through the similarity vectors.
+    vector_scale: float | None = None
 
     def __post_init__(self) -> None:
         if min(self.dim, self.sim_dim, self.steps) < 1:
             raise ValueError("every size of the SGRAF scorer must be positive")
         if self.attention_scale <= 0:
             raise ValueError("attention_scale must be positive")
+        if self.vector_scale is not None and self.vector_scale < 0:
+            raise ValueError("vector_scale must not be negative")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -119,6 +125,8 @@ class Sgraf(nn.Module):
         self.filtration = AttentionFiltration(c.sim_dim)
         self.sgr_score = nn.Linear(c.sim_dim, 1)
         self.saf_score = nn.Linear(c.sim_dim, 1)
+        if c.vector_scale is not None:
+            self.vector_scale = nn.Parameter(torch.tensor(float(c.vector_scale)))
 
     def forward(
         self,
@@ -128,7 +136,8 @@ class Sgraf(nn.Module):
         cand_mask: torch.Tensor | None,
         cand_whole: torch.Tensor,
     ) -> torch.Tensor:
-        """(N,) scores in (0, 1).
+        """(N,) scores: in (0, 1), plus ``vector_scale`` times the wholes' cosine when the
+        config has one.
 
         query_parts (Lq, dim), query_whole (dim,), cand_parts (N, Lc, dim) padded,
         cand_mask (N, Lc) its valid rows (None: all valid), cand_whole (N, dim).
@@ -139,7 +148,11 @@ class Sgraf(nn.Module):
             reasoned = step(reasoned)
         sgr = torch.sigmoid(self.sgr_score(reasoned[:, 0])).squeeze(-1)
         saf = torch.sigmoid(self.saf_score(self.filtration(nodes))).squeeze(-1)
-        return 0.5 * (sgr + saf)
+        score = 0.5 * (sgr + saf)
+        if self.config.vector_scale is not None:
+            cosine = F.normalize(cand_whole, dim=-1) @ F.normalize(query_whole, dim=-1)
+            score = score + self.vector_scale * cosine
+        return score
 
     def similarity_nodes(
         self,
@@ -196,10 +209,11 @@ class SgrafReranker:
         return scores.float().cpu().numpy()
 
 
-def save_sgraf(directory: Path, model: Sgraf) -> dict[str, Any]:
-    """Write the weights into a bundle directory; returns its ``bundle.json`` entry."""
+def save_sgraf(directory: Path, model: Sgraf, *, half: bool = False) -> dict[str, Any]:
+    """Write the weights (float16 with ``half``) into a bundle directory; returns its
+    ``bundle.json`` entry."""
     weights = directory / f"{SGRAF}.safetensors"
-    save_state_dict(weights, model.state_dict())
+    save_state_dict(weights, model.state_dict(), half=half)
     return {
         "config": model.config.to_dict(),
         "weights": weights.name,

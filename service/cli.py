@@ -340,6 +340,70 @@ def eval_command(
         json_out.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
+@app.command("train-rerank")
+def train_rerank(
+    model: Annotated[Path, typer.Option("--model", help="The trained bundle to re-rank for")],
+    flickr_dir: Annotated[Path, typer.Option("--flickr-dir", help="Captioned photos (flickr)")],
+    kfood_dir: Annotated[
+        Path | None, typer.Option("--kfood-dir", help="Also photo -> recipe queries (kfood)")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Bundle to write the re-ranker into: --model itself, or a new copy"),
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here")] = None,
+    negatives: Annotated[int, typer.Option(help="Hard negatives per query")] = 15,
+    epochs: Annotated[int, typer.Option(help="Most epochs (best on the tuning part kept)")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Queries per step")] = 32,
+    lr: Annotated[float, typer.Option(help="Adam learning rate")] = 3e-3,
+    sim_dim: Annotated[int, typer.Option(help="Width of the similarity vectors")] = 32,
+    steps: Annotated[int, typer.Option(help="Graph reasoning steps")] = 2,
+    budget_minutes: Annotated[
+        float | None, typer.Option(help="Stop training after this wall-clock time")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Training seed")] = 0,
+    tune_fraction: Annotated[
+        float, typer.Option(help="Part of the training split that chooses the epoch")
+    ] = 0.15,
+    val_fraction: Annotated[float, typer.Option(help="The bundle's validation split")] = 0.2,
+    split_seed: Annotated[int, typer.Option(help="The bundle's split seed")] = 0,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Keep the encoded vectors here between runs")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "cpu",
+) -> None:
+    """Train the SGRAF re-ranker on the bundle's hard negatives (its training split)."""
+    from service.commands.learning import run_rerank_training
+
+    configure_logging(load_settings())
+    config = {
+        "negatives": negatives,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "sim_dim": sim_dim,
+        "steps": steps,
+        "budget_seconds": None if budget_minutes is None else 60 * budget_minutes,
+        "seed": seed,
+        "tune_fraction": tune_fraction,
+    }
+    report = run_rerank_training(
+        model,
+        flickr_dir,
+        kfood_dir,
+        out=out,
+        config=config,
+        val_fraction=val_fraction,
+        split_seed=split_seed,
+        cache_dir=cache_dir,
+        device=device,
+    )
+    print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+
+
 @app.command()
 def ensemble(
     member: Annotated[

@@ -67,21 +67,42 @@ def _flickr_figures(t2i: np.ndarray, i2t: np.ndarray, positive: np.ndarray) -> d
     }
 
 
+def _heads(similarity: np.ndarray, top: int) -> np.ndarray:
+    return np.argsort(-similarity, axis=1, kind="stable")[:, : min(top, similarity.shape[1])]
+
+
+def caption_photo_scores(
+    vectors: CaptionedVectors, reranker: Reranker, top: int
+) -> dict[tuple[int, int], float]:
+    """Re-ranker scores of every (caption, photo) pair that a top ``top`` holds in either
+    direction: one call per caption, with all the photos it is paired with."""
+    t2i = vectors.texts @ vectors.images.T
+    wanted: dict[int, set[int]] = {c: set(map(int, row)) for c, row in enumerate(_heads(t2i, top))}
+    for photo, row in enumerate(_heads(t2i.T, top)):
+        for caption in row:
+            wanted[int(caption)].add(photo)
+    scores: dict[tuple[int, int], float] = {}
+    for caption, photos in wanted.items():
+        ordered = sorted(photos)
+        found = reranker.score(vectors.caption(caption), [vectors.photo(j) for j in ordered])
+        scores.update({(caption, j): float(x) for j, x in zip(ordered, found, strict=True)})
+    return scores
+
+
 def flickr_variants(
     vectors: CaptionedVectors, reranker: Reranker, top: int
 ) -> dict[str, dict[str, object]]:
     """``single`` and ``single+rerank`` figures of captions against photos."""
     t2i = vectors.texts @ vectors.images.T
     positive = vectors.owner[:, None] == np.arange(len(vectors.images))[None, :]
+    pair = caption_photo_scores(vectors, reranker, top)
 
     def caption_to_photos(caption: int, photos: np.ndarray) -> np.ndarray:
-        return reranker.score(vectors.caption(caption), [vectors.photo(int(j)) for j in photos])
+        return np.asarray([pair[caption, int(j)] for j in photos])
 
     def photo_to_captions(photo: int, captions: np.ndarray) -> np.ndarray:
-        # One call per caption: the caption is the query (see the module docstring).
-        return np.asarray(
-            [reranker.score(vectors.caption(int(c)), [vectors.photo(photo)])[0] for c in captions]
-        )
+        # The caption is the query whichever side asked (see the module docstring).
+        return np.asarray([pair[int(c), photo] for c in captions])
 
     return {
         "single": _flickr_figures(t2i, t2i.T, positive),

@@ -46,6 +46,18 @@ class CaptionedVectors:
         """Photo ``j`` as a photo item is at serve time: its one row."""
         return SetFeatures(self.images[j : j + 1], self.images[j])
 
+    def take(self, photos: Sequence[int]) -> CaptionedVectors:
+        """These photos (in this order) with their captions."""
+        position = {int(j): i for i, j in enumerate(photos)}
+        captions = [c for c, j in enumerate(self.owner) if int(j) in position]
+        return CaptionedVectors(
+            [self.ids[int(j)] for j in photos],
+            self.images[np.asarray(photos, dtype=np.int64)],
+            self.texts[captions],
+            np.asarray([position[int(self.owner[c])] for c in captions], dtype=np.int64),
+            self.grams.take(captions),
+        )
+
 
 def captioned_vectors(
     encoder: Encoder,

@@ -254,6 +254,70 @@ def _reranker_of(encoder: Encoder, rerank: str | None, model: str) -> Reranker |
     return found
 
 
+def run_rerank_training(
+    model: Path,
+    flickr_dir: Path,
+    kfood_dir: Path | None,
+    *,
+    out: Path | None,
+    config: dict[str, Any],
+    val_fraction: float,
+    split_seed: int,
+    cache_dir: Path | None,
+    device: str,
+) -> dict[str, Any]:
+    """``mmsearch train-rerank``: SGRAF on the bundle's training split (its validation split
+    left out, as the bundle's own training did), written into ``out`` as float16."""
+    from models.bundle import BundleEncoder, write_sgraf
+    from training.errors import ConfigError
+    from training.train_sgraf import RerankData, RerankTrainConfig, train_reranker
+
+    try:
+        train_config = RerankTrainConfig(**config)
+    except ConfigError as exc:
+        raise _input_error(exc, {"budget_seconds": "--budget-minutes"}) from exc
+    for name, path in (("--flickr-dir", flickr_dir), ("--kfood-dir", kfood_dir)):
+        if path is not None and not path.exists():
+            raise CommandInputError(f"{name} {path} does not exist")
+    encoder = encoder_from_model_option(str(model), device)
+    if not isinstance(encoder, BundleEncoder):
+        raise CommandInputError(f"--model {model} is not a trained bundle directory")
+    if out is not None and out.exists() and out.resolve() != encoder.path.resolve():
+        raise CommandInputError(f"--out {out} exists and is not the --model bundle")
+
+    def train_split(data_dir: Path, dataset: str) -> list:
+        return split_records(open_dataset(data_dir, dataset), val_fraction, split_seed)[0]
+
+    data = RerankData(
+        flickr=train_split(flickr_dir, "flickr"),
+        kfood=train_split(kfood_dir, "kfood") if kfood_dir is not None else (),
+        cache_dir=cache_dir,
+    )
+    try:
+        result, report = train_reranker(encoder, data, train_config)
+    except ValueError as exc:  # too few records to train or tune on
+        raise CommandInputError(str(exc)) from exc
+    report["model"] = encoder.fingerprint
+    report["split"] = {"val_fraction": val_fraction, "seed": split_seed}
+    if out is not None:
+        _bundle_copy(encoder.path, out)
+        write_sgraf(out, result.model, half=True)
+        report["out"] = str(out)
+    return report
+
+
+def _bundle_copy(source: Path, out: Path) -> None:
+    """``out`` as a copy of the bundle (nothing to do when it is the bundle itself)."""
+    import shutil
+
+    if out.exists():  # the bundle itself: checked before training
+        return
+    try:
+        shutil.copytree(source, out)
+    except OSError as exc:
+        raise CommandFailedError(f"cannot copy the bundle into {out}: {exc}") from exc
+
+
 def run_calibration(
     model: Path,
     datasets: list[str],

@@ -79,3 +79,20 @@ def test_rerankers_of_an_encoder_without_them_is_empty() -> None:
 def test_config_refuses_bad_sizes() -> None:
     with pytest.raises(ValueError, match="positive"):
         SgrafConfig(dim=0)
+
+
+def test_vector_scale_adds_that_multiple_of_the_wholes_cosine() -> None:
+    rng = np.random.default_rng(2)
+    query, candidates = _features(rng, 3), [_features(rng, n) for n in (1, 2, 4)]
+    torch.manual_seed(0)
+    fused = Sgraf(SgrafConfig(dim=DIM, sim_dim=8, steps=2, vector_scale=3.0))
+    plain = Sgraf(SgrafConfig(dim=DIM, sim_dim=8, steps=2))
+    plain.load_state_dict({k: v for k, v in fused.state_dict().items() if k != "vector_scale"})
+    unit = np.stack([c.whole / np.linalg.norm(c.whole) for c in candidates])
+    cosine = unit @ (query.whole / np.linalg.norm(query.whole))
+    np.testing.assert_allclose(
+        SgrafReranker(fused).score(query, candidates),
+        SgrafReranker(plain).score(query, candidates) + 3.0 * cosine,
+        rtol=1e-5,
+        atol=1e-5,
+    )

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 
 from models.bundle import export_bundle, load_bundle, write_sgraf
 from models.datasets import open_dataset
@@ -20,7 +21,10 @@ from tests.bundles import save_tiny_base, train_args
 from training.rerank_eval import reranked_similarity
 from training.rerank_features import captioned_vectors
 
-COLOURS = ("red", "green", "navy", "yellow", "white", "purple")
+COLOURS = (
+    *("red", "green", "navy", "yellow", "white", "purple", "orange", "black", "pink"),
+    *("teal", "olive", "maroon", "gray", "cyan", "brown", "gold"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +41,8 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def flickr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six one-colour photos with two captions each, in the flickr format."""
-    root = tmp_path_factory.mktemp("flickr6")
+    """Sixteen one-colour photos with two captions each, in the flickr format."""
+    root = tmp_path_factory.mktemp("flickr16")
     (root / "images").mkdir()
     lines = ["image\tcaption"]
     for colour in COLOURS:
@@ -126,3 +130,23 @@ def test_variants_that_cannot_be_measured_are_bad_input(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_train_rerank_writes_a_float16_sgraf_into_a_copy_of_the_bundle(
+    bundles: tuple[Path, Path], flickr_dir: Path, tmp_path: Path
+) -> None:
+    plain = bundles[0]
+    out, report_path = tmp_path / "with-sgraf", tmp_path / "report.json"
+    argv = ["train-rerank", "--model", str(plain), "--flickr-dir", str(flickr_dir)]
+    options = ["--negatives", "2", "--epochs", "2", "--tune-fraction", "0.4", "--sim-dim", "8"]
+    assert main([*argv, *options, "--out", str(out), "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert [h["epoch"] for h in report["history"]] == [0, 1, 2]
+    assert report["split"] == {"val_fraction": 0.2, "seed": 0}
+    trained = load_bundle(out)
+    assert trained.fingerprint == load_bundle(plain).fingerprint  # vectors unchanged
+    assert "sgraf" in rerankers_of(trained)
+    with safe_open(str(out / "sgraf.safetensors"), "pt") as weights:
+        assert {weights.get_tensor(k).dtype for k in weights.keys()} == {torch.float16}  # noqa: SIM118
+    # An existing directory other than the bundle is refused before any training.
+    assert main([*argv, *options, "--out", str(flickr_dir)]) == 2
