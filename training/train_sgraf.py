@@ -235,15 +235,6 @@ def _parts_of(records: Sequence[CatalogRecord], fraction: float, seed: int) -> t
     return {r.id for r in fit}, {r.id for r in tune}
 
 
-def _flickr_parts(
-    vectors: CaptionedVectors, fit: set[str], tune: set[str]
-) -> tuple[CaptionedVectors, CaptionedVectors]:
-    return (
-        vectors.take([i for i, x in enumerate(vectors.ids) if x in fit]),
-        vectors.take([i for i, x in enumerate(vectors.ids) if x in tune]),
-    )
-
-
 def kfood_pairs(
     encoder: Encoder, records: Sequence[CatalogRecord]
 ) -> tuple[list[str], PairedVectors]:
@@ -257,20 +248,40 @@ def kfood_pairs(
 
 @dataclass(frozen=True)
 class RerankData:
-    """The training split of each dataset (the bundle's validation split left out)."""
+    """Whole datasets: the bundle's validation split (``val_fraction``, ``split_seed``) is
+    cut out here, never trained or tuned on, and measured at the end as the report. The
+    vectors of a whole dataset are cached once for both."""
 
     flickr: Sequence[CatalogRecord]
     kfood: Sequence[CatalogRecord] = ()
+    val_fraction: float = 0.2
+    split_seed: int = 0
     cache_dir: Path | None = None
 
 
+def _three_parts(
+    ids: Sequence[str], records: Sequence[CatalogRecord], data: RerankData, tune_fraction: float
+) -> tuple[list[int], list[int], list[int]]:
+    """Row indices (of ``ids``) of the fitting, tuning and validation parts. The tuning part
+    is cut from the training split with another hash seed than the bundle's own split."""
+    train, _ = split_records(records, data.val_fraction, data.split_seed)
+    fit, tune = _parts_of(train, tune_fraction, data.split_seed + 1)
+    parts: tuple[list[int], list[int], list[int]] = ([], [], [])
+    for row, record_id in enumerate(ids):
+        parts[0 if record_id in fit else 1 if record_id in tune else 2].append(row)
+    return parts
+
+
 def train_reranker(
-    encoder: Encoder, data: RerankData, config: RerankTrainConfig
+    encoder: Encoder, data: RerankData, config: RerankTrainConfig, report_top: int = 50
 ) -> tuple[RerankTrainResult, dict[str, object]]:
-    """SGRAF for ``encoder``'s vectors; the result and a report of what it saw."""
-    split_seed = config.seed + 1  # another hash than the bundle's own split
+    """SGRAF for ``encoder``'s vectors; the result and a report: the tuning history and,
+    with the chosen weights, the variants on the validation split (top ``report_top``)."""
     flickr = captioned_vectors(encoder, data.flickr, data.cache_dir)
-    fit, tune = _flickr_parts(flickr, *_parts_of(data.flickr, config.tune_fraction, split_seed))
+    fit_rows, tune_rows, val_rows = _three_parts(
+        flickr.ids, data.flickr, data, config.tune_fraction
+    )
+    fit, tune = flickr.take(fit_rows), flickr.take(tune_rows)
     if min(len(fit.images), len(tune.images)) < 2 or len(fit.images) <= config.negatives:
         raise ValueError(
             f"too few photos to train on ({len(fit.images)}, more than the negatives needed) "
@@ -278,12 +289,12 @@ def train_reranker(
         )
     examples = caption_examples(fit, config.negatives)
     pools = {"photos": fit.images}
-    kfood_tune = None
+    kfood_tune = kfood_val = None
     if data.kfood:
         ids, pairs = kfood_pairs(encoder, data.kfood)
-        kfood_fit_ids, _ = _parts_of(data.kfood, config.tune_fraction, split_seed)
-        kfood_fit = pairs.take([i for i, x in enumerate(ids) if x in kfood_fit_ids])
-        kfood_tune = pairs.take([i for i, x in enumerate(ids) if x not in kfood_fit_ids])
+        kfood_fit, kfood_tune, kfood_val = (
+            pairs.take(rows) for rows in _three_parts(ids, data.kfood, data, config.tune_fraction)
+        )
         examples += paired_examples(kfood_fit, config.negatives)
         pools["recipes"] = kfood_fit.candidates
     log.info("%d training queries; tuning on %d photos", len(examples), len(tune.images))
@@ -294,14 +305,26 @@ def train_reranker(
         flickr.images.shape[1],
         config,
     )
+    chosen = SgrafReranker(copy.deepcopy(result.model))
+    validation: dict[str, object] = {
+        "top": report_top,
+        "flickr": flickr_variants(flickr.take(val_rows), chosen, report_top),
+    }
+    if kfood_val is not None and len(kfood_val.queries) > 1:
+        validation["kfood_image_to_recipe"] = {
+            name: paired_recalls(kfood_val.queries, kfood_val.candidates, used, report_top)
+            for name, used in (("single", None), ("single+rerank", chosen))
+        }
     report: dict[str, object] = {
         "config": config.to_dict(),
         "queries": len(examples),
+        "fit_photos": len(fit.images),
         "tune_photos": len(tune.images),
-        "tune_kfood": 0 if kfood_tune is None else len(kfood_tune.queries),
+        "val_photos": len(val_rows),
         "history": result.history,
         "best_epoch": result.best_epoch,
         "seconds": round(result.seconds, 1),
         "stopped_by_budget": result.stopped_by_budget,
+        "validation": validation,
     }
     return result, report

@@ -285,12 +285,11 @@ def run_rerank_training(
     if out is not None and out.exists() and out.resolve() != encoder.path.resolve():
         raise CommandInputError(f"--out {out} exists and is not the --model bundle")
 
-    def train_split(data_dir: Path, dataset: str) -> list:
-        return split_records(open_dataset(data_dir, dataset), val_fraction, split_seed)[0]
-
     data = RerankData(
-        flickr=train_split(flickr_dir, "flickr"),
-        kfood=train_split(kfood_dir, "kfood") if kfood_dir is not None else (),
+        flickr=list(open_dataset(flickr_dir, "flickr")),
+        kfood=list(open_dataset(kfood_dir, "kfood")) if kfood_dir is not None else (),
+        val_fraction=val_fraction,
+        split_seed=split_seed,
         cache_dir=cache_dir,
     )
     try:

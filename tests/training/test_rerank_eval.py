@@ -143,6 +143,9 @@ def test_train_rerank_writes_a_float16_sgraf_into_a_copy_of_the_bundle(
     report = json.loads(report_path.read_text())
     assert [h["epoch"] for h in report["history"]] == [0, 1, 2]
     assert report["split"] == {"val_fraction": 0.2, "seed": 0}
+    # Fitting, tuning and the bundle's validation split (the report) share no photo.
+    assert report["fit_photos"] + report["tune_photos"] + report["val_photos"] == len(COLOURS)
+    assert set(report["validation"]["flickr"]) == {"single", "single+rerank"}
     trained = load_bundle(out)
     assert trained.fingerprint == load_bundle(plain).fingerprint  # vectors unchanged
     assert "sgraf" in rerankers_of(trained)
