@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from index.backends import IndexBackend
 from index.build import BuildError, build_snapshot
 from index.chunks import Chunk, encode_chunk, merge_chunks, plan_chunks
 from index.layout import chunks_dir, new_version, read_current
 from index.manifest import Manifest
-from index.snapshot import CATALOG_FILE, VECTORS_FILE
+from index.milvus_index import collection_name
+from index.snapshot import CATALOG_FILE, VECTORS_FILE, load_current
 from models.types import CatalogRecord
 from tests.index.sample_records import make_records
 from tests.index.test_incremental import CountingEncoder
@@ -128,3 +130,24 @@ def test_the_same_id_in_two_chunks_fails_the_merge(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="duplicate item id"):
         chunked_build(records, TinyEncoder(), tmp_path / "index", plan_chunks(6, BATCH, chunks=2))
     assert read_current(tmp_path / "index") is None
+
+
+def test_a_chunked_build_on_the_milvus_backend_answers_like_the_single_faiss_build(
+    tmp_path: Path, milvus_uri: str
+) -> None:
+    records = make_records(tmp_path / "images", 10)
+    encoder = TinyEncoder()
+    build_snapshot(records, encoder, tmp_path / "faiss", batch_size=BATCH)
+    backend = IndexBackend("milvus", str(tmp_path / "chunks.db"))
+    build = new_version()
+    chunks = plan_chunks(len(records), BATCH, chunks=2)
+    for chunk in chunks:
+        encode_chunk(records, encoder, tmp_path / "milvus", build, chunk, batch_size=BATCH)
+    manifest = merge_chunks(encoder, tmp_path / "milvus", build, len(chunks), backend=backend)
+
+    assert (manifest.backend, manifest.collection) == ("milvus", collection_name(manifest.version))
+    faiss_snap = load_current(tmp_path / "faiss")
+    milvus_snap = load_current(tmp_path / "milvus", backend=backend)
+    query = encoder.encode_texts(["pizza served hot"])[0]
+    want, got = faiss_snap.search(query, 5), milvus_snap.search(query, 5)
+    assert [(m.item_id, m.kind) for m in got] == [(m.item_id, m.kind) for m in want]
