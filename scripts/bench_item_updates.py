@@ -1,7 +1,7 @@
 """Update-to-visible latency of PUT / DELETE /admin/items at 10k items (issue #14, item 2).
 
 Builds a catalog of ``--items`` items whose vectors are clustered 384-d unit vectors
-handed to the builder by scripts/bench_serve.py's PrecomputedEncoder, stamped with
+handed to the builder by service/benchmarks/workload.py's PrecomputedEncoder, stamped with
 the served model's fingerprint so that the server loads it. Then starts the real
 processes: ``mmsearch serve`` alone (jobs in its thread), and with ``--redis-url``
 also ``mmsearch serve`` + one ``mmsearch worker`` on Redis. Each of ``--updates``
@@ -46,7 +46,7 @@ from index.build import build_snapshot
 from models.encoders.base import l2_normalize
 from models.registry import load_encoder
 from models.types import CatalogRecord
-from scripts.bench_serve import PrecomputedEncoder
+from service.benchmarks.workload import PrecomputedEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-item-updates"

@@ -611,7 +611,9 @@ def search_table(result: SearchResult) -> str:
 
 
 # `mmsearch bench ...`: benchmarks. One sub-app, one command per benchmark.
-bench_app = typer.Typer(help="Benchmarks: mmsearch bench synthetic.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks: mmsearch bench synthetic, mmsearch bench serve.", no_args_is_help=True
+)
 app.add_typer(bench_app, name="bench")
 
 
@@ -652,6 +654,83 @@ def bench_synthetic(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(table)
+
+
+@bench_app.command("serve")
+def bench_serve(
+    sizes: Annotated[
+        list[int] | None, typer.Option(help="Catalog sizes; repeatable [10000, 100000]")
+    ] = None,
+    factories: Annotated[
+        list[str] | None, typer.Option(help="FAISS factories; repeatable [Flat, HNSW32]")
+    ] = None,
+    concurrency: Annotated[
+        list[int] | None, typer.Option(help="Client threads; repeatable [1, 8]")
+    ] = None,
+    seconds: Annotated[float, typer.Option(help="Measured seconds per cell")] = 5.0,
+    dim: Annotated[int, typer.Option(help="Vector dimension")] = 384,
+    code: Annotated[
+        list[str] | None,
+        typer.Option(help="LABEL=DIR: serve from that checkout; repeatable [service=this one]"),
+    ] = None,
+    model: Annotated[str, typer.Option(help="MMSEARCH_MODEL of the servers")] = "offline",
+    workers: Annotated[int, typer.Option(min=1, help="MMSEARCH_WORKERS of the servers")] = 1,
+    vector_encoding: Annotated[
+        str, typer.Option(help="How /search gets the vector: json (a list) or base64")
+    ] = "json",
+    ceiling: Annotated[
+        bool, typer.Option(help="Also measure GET /healthz: the stack's ceiling")
+    ] = True,
+    base_port: Annotated[int, typer.Option(help="First server's port")] = 18_700,
+    chroma_python: Annotated[
+        Path | None,
+        typer.Option(help="Also run chromadb's server: the python of a venv that has chromadb"),
+    ] = None,
+    py_spy: Annotated[
+        Path | None, typer.Option(help="Record each server's stacks (py-spy) into this folder")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write it here")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write QPS against recall here (PNG)")] = None,
+    profile_requests: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Instead: profile this many /search calls in this process (first size and "
+            "factory)",
+        ),
+    ] = None,
+    server_module: Annotated[
+        str, typer.Option(help="python -m MODULE serve starts each server", hidden=True)
+    ] = "service.cli",
+) -> None:
+    """Search QPS over HTTP against raw FAISS (and chromadb), with recall@10, side by side."""
+    from service.benchmarks.load import ServerSpec
+    from service.benchmarks.serve import ServeBenchOptions
+    from service.commands.benchmarking import check_options, parse_codes
+
+    options = ServeBenchOptions(
+        sizes=sizes or [10_000, 100_000],
+        factories=factories or ["Flat", "HNSW32"],
+        concurrency=concurrency or [1, 8],
+        seconds=seconds,
+        dim=dim,
+        codes=parse_codes(code or []),
+        server=ServerSpec(model=model, workers=workers, module=server_module),
+        base_port=base_port,
+        vector_encoding=vector_encoding,
+        ceiling=ceiling,
+        py_spy=py_spy,
+        chroma_python=chroma_python,
+    )
+    check_options(options.sizes, options.concurrency, seconds, vector_encoding, dim)
+    if profile_requests is not None:
+        from service.benchmarks.profile import run_profile
+
+        print(run_profile(options, profile_requests))
+        return
+    from service.commands.benchmarking import run_and_report
+
+    print(run_and_report(options, json_out=json_out, plot_out=plot))
 
 
 # Errors caused by what the user asked for: one line on stderr, no traceback.

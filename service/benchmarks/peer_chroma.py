@@ -4,7 +4,7 @@ Runs in a virtual environment that has chromadb (kept out of this project's
 dependencies), for example::
 
     python3 -m venv /tmp/chromavenv && /tmp/chromavenv/bin/pip install chromadb
-    /tmp/chromavenv/bin/python scripts/peer_chroma.py --vectors v.npy --queries q.npy \\
+    /tmp/chromavenv/bin/python service/benchmarks/peer_chroma.py --vectors v.npy --queries q.npy \\
         --truth t.npy --ef-search 16 64 128
 
 It starts ``chroma run`` on a fresh folder, adds the vectors (inner product, HNSW with
@@ -138,7 +138,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        print(json.dumps(measure(args, Path(folder))))
+        print(json.dumps(measure(args, Path(folder))))  # noqa: T201 (the one output)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,67 @@
+"""``mmsearch bench serve``: check the options, run the side-by-side measurement."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from service.commands import CommandInputError
+
+if TYPE_CHECKING:
+    from service.benchmarks.serve import ServeBenchOptions
+
+VECTOR_ENCODINGS = ("json", "base64")
+# A row's own keys (service.benchmarks.serve): a --code label is a key beside them.
+ROW_KEYS = {"raw", "ceiling", "chroma", "size", "factory", "c", "build_s", "recall_at_10"}
+
+
+def parse_codes(values: list[str]) -> list[tuple[str, Path]]:
+    """``LABEL=DIR`` pairs: each DIR a checkout whose ``mmsearch serve`` is measured."""
+    codes = []
+    for value in values:
+        label, sep, path = value.partition("=")
+        if not sep or not label or not path:
+            raise CommandInputError(f"--code takes LABEL=DIR, got {value!r}")
+        folder = Path(path).resolve()
+        if not (folder / "service" / "cli.py").is_file():
+            raise CommandInputError(f"--code {label}: {folder} holds no service/cli.py")
+        codes.append((label, folder))
+    if len({label for label, _ in codes}) != len(codes):
+        raise CommandInputError("--code labels must differ")
+    for label, _ in codes:
+        if label in ROW_KEYS:
+            raise CommandInputError(f"--code label {label!r} names a column; pick another")
+    return codes
+
+
+def check_options(
+    sizes: list[int], concurrency: list[int], seconds: float, encoding: str, dim: int
+) -> None:
+    if any(size < 10 for size in sizes):
+        raise CommandInputError("--sizes must be at least 10 vectors")
+    if any(c < 1 for c in concurrency):
+        raise CommandInputError("--concurrency must be at least 1")
+    if seconds <= 0:
+        raise CommandInputError("--seconds must be positive")
+    if dim < 2:
+        raise CommandInputError("--dim must be at least 2")
+    if encoding not in VECTOR_ENCODINGS:
+        raise CommandInputError(f"--vector-encoding is one of {', '.join(VECTOR_ENCODINGS)}")
+
+
+def run_and_report(
+    options: ServeBenchOptions, *, json_out: Path | None, plot_out: Path | None
+) -> str:
+    """Run it; write the JSON and the plot if asked; the table and the peer's figures."""
+    from service.benchmarks.report import plot, table, write_json
+    from service.benchmarks.serve import log_to_stderr, run_serve_bench
+
+    rows = run_serve_bench(options, log_to_stderr)
+    labels = [label for label, _ in options.codes] or ["service"]
+    if json_out is not None:
+        write_json(rows, json_out)
+    if plot_out is not None:
+        plot(rows, labels, plot_out)
+    peers = [f"chromadb at {r['size']:,}: {json.dumps(r['chroma'])}" for r in rows if "chroma" in r]
+    return "\n".join([table(rows, labels), *peers])

@@ -1,0 +1,53 @@
+"""``mmsearch bench serve`` on a tiny catalog: a real server over HTTP, raw FAISS, recall.
+
+The server is the real ``mmsearch serve`` with the tiny encoder in place of the model
+(tests.e2e.tiny_mmsearch), so it starts in seconds; the benchmark does not encode.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_serve_writes_service_raw_and_recall(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "serve.json"
+    args = ["bench", "serve", "--sizes", "500", "--factories", "Flat", "--concurrency", "1"]
+    args += ["--seconds", "0.5", "--dim", "32", "--base-port", "18791", "--json", str(out)]
+    code = main([*args, "--server-module", "tests.e2e.tiny_mmsearch"])
+
+    assert code == 0
+    (row,) = json.loads(out.read_text(encoding="utf-8"))
+    assert (row["size"], row["factory"], row["c"]) == (500, "Flat", 1)
+    # Flat is exact: the service over HTTP must find exactly what exact search finds.
+    assert row["recall_at_10"] == {"raw": 1.0, "service": 1.0}
+    for cell in (row["raw"], row["service"], row["ceiling"]["service"]):
+        assert cell["qps"] > 0
+        assert 0 < cell["p50_ms"] <= cell["p99_ms"]
+    assert "chroma" not in row  # no peer unless --chroma-python
+    printed = capsys.readouterr().out
+    assert "| 500 | Flat | 1 | 1.0 |" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--code", "nolabel"], "--code takes LABEL=DIR"),
+        (["--code", "raw=."], "names a column"),
+        (["--sizes", "0"], "--sizes must be at least 10"),
+        (["--vector-encoding", "hex"], "--vector-encoding is one of json, base64"),
+    ],
+)
+def test_bench_serve_rejects_bad_options(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "serve", *args]) == 2
+    assert message in capsys.readouterr().err
