@@ -25,22 +25,14 @@ from them (:mod:`index.prototypes`), so every (re-)index rebuilds it.
 
 from __future__ import annotations
 
-import errno
 import logging
-import shutil
-import sqlite3
 import sys
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from itertools import islice
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from index.autotune import (
@@ -53,6 +45,15 @@ from index.autotune import (
     tune,
 )
 from index.backends import IndexBackend
+from index.batches import (
+    BuildCounts,
+    batched,
+    check_not_empty,
+    check_unique,
+    encode_batch,
+    store_batch,
+)
+from index.build_errors import BuildError, DiskFullError, full_disk_reported
 from index.catalog import Catalog, CatalogWriter
 from index.layout import (
     STAGING_PREFIX,
@@ -69,179 +70,37 @@ from index.layout import (
 from index.manifest import Manifest
 from index.milvus_index import MILVUS_FACTORY
 from index.prototypes import PrototypeOptions, PrototypeTable, build_prototype_table
-from index.reuse import BatchPlan, ChangeCounts, LiveVectors, live_vectors, plan_batch
+from index.reuse import LiveVectors, live_vectors
 from index.snapshot import CATALOG_FILE, INDEX_FILE, VECTORS_FILE
 from index.spool import NpySpool
 from index.vector_index import VectorIndex
 from models.encoders.base import Encoder
-from models.images import DEFAULT_MAX_PIXELS, InvalidImageError, load_image
+from models.images import DEFAULT_MAX_PIXELS
 from models.types import CatalogRecord, ProgressCallback
 
 logger = logging.getLogger(__name__)
+
+# BuildError and DiskFullError are raised from here as well; callers import them from
+# index.build, next to build_snapshot.
+__all__ = [
+    "BuildError",
+    "BuildOptions",
+    "CatalogFiller",
+    "DiskFullError",
+    "ShrinkRefusedError",
+    "SupersededError",
+    "build_snapshot",
+    "build_with",
+    "finish_snapshot",
+    "iso_utc",
+]
 
 MAX_TRAINING_VECTORS = 200_000
 _COPY_CHUNK_ROWS = 65_536
 
 
-class BuildError(Exception):
-    """The dataset cannot be turned into a snapshot (empty, duplicate ids, ...)."""
-
-
-class DiskFullError(BuildError):
-    """The file system holding the index filled up while the snapshot was written."""
-
-
-_LOW_SPACE_BYTES = 1 << 20
-
-
-def _is_disk_full(exc: BaseException, index_dir: Path) -> bool:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
-        return True  # SQLite: "database or disk is full"
-    if not isinstance(exc, RuntimeError):
-        return False
-    # FAISS reports a failed fwrite as a RuntimeError; the errno text is not guaranteed.
-    return "No space left" in str(exc) or shutil.disk_usage(index_dir).free < _LOW_SPACE_BYTES
-
-
-@contextmanager
-def _full_disk_reported(index_dir: Path) -> Iterator[None]:
-    """A full disk fails the build with a message an admin can act on; nothing is written
-    through a memory map (see :mod:`index.spool`), so it is always an exception, never SIGBUS."""
-    try:
-        yield
-    except (OSError, sqlite3.Error, RuntimeError) as exc:
-        if not _is_disk_full(exc, index_dir):
-            raise
-        free_mib = shutil.disk_usage(index_dir).free / (1 << 20)
-        raise DiskFullError(
-            f"the disk holding the index folder is full ({free_mib:.1f} MiB free while "
-            f"writing the new snapshot: {exc}); the live snapshot is untouched: free some "
-            "space (or lower MMSEARCH_KEEP_SNAPSHOTS) and re-index again"
-        ) from exc
-
-
-@dataclass
-class _EncodedBatch:
-    vectors: list[np.ndarray] = field(default_factory=list)
-    rows: list[tuple[str, str]] = field(default_factory=list)  # (item_id, kind) per vector
-    skipped: int = 0
-    plan: BatchPlan = field(default_factory=lambda: BatchPlan({}))
-
-
-@dataclass
-class _BuildCounts:
-    records: int = 0
-    items: int = 0
-    skipped: int = 0
-    kinds: Counter[str] = field(default_factory=Counter)
-    changes: ChangeCounts = field(default_factory=ChangeCounts)
-    kept_from_live: int = 0  # items of the new snapshot that the live one had too
-    reused_from: str | None = None  # the live snapshot vectors were copied from
-
-
 # Fills a staging directory's catalog and vectors.npy; returns the counts and the vectors.
-CatalogFiller = Callable[[Path], tuple[_BuildCounts, np.ndarray]]
-
-
-# --------------------------------------------------------------------------- encoding
-
-
-def _batched(records: Iterable[CatalogRecord], size: int) -> Iterator[list[CatalogRecord]]:
-    iterator = iter(records)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
-def _checked(vectors: np.ndarray, n: int, dim: int, kind: str) -> np.ndarray:
-    array = np.asarray(vectors, dtype=np.float32)
-    if array.shape != (n, dim):
-        raise BuildError(
-            f"encoder returned {array.shape} for {n} {kind} inputs, expected {(n, dim)}"
-        )
-    if not np.all(np.isfinite(array)):
-        raise BuildError(f"encoder returned NaN or infinite {kind} vectors")
-    return array
-
-
-def _load_images(
-    batch: Sequence[CatalogRecord], max_pixels: int
-) -> tuple[list[str], list[Image.Image], int]:
-    ids, images, skipped = [], [], 0
-    for record in batch:
-        if record.image_path is None:
-            continue
-        try:
-            images.append(load_image(record.image_path, max_pixels=max_pixels))
-        except InvalidImageError as exc:
-            logger.warning("skipping image of item %s: %s", record.id, exc)
-            skipped += 1
-            continue
-        ids.append(record.id)
-    return ids, images, skipped
-
-
-def _encode_records(
-    batch: Sequence[CatalogRecord], encoder: Encoder, max_pixels: int
-) -> _EncodedBatch:
-    out = _EncodedBatch()
-    image_ids, images, out.skipped = _load_images(batch, max_pixels)
-    if images:
-        try:
-            vectors = encoder.encode_images(images)
-        finally:
-            for image in images:
-                image.close()
-        out.vectors.append(_checked(vectors, len(images), encoder.dim, "image"))
-        out.rows += [(item_id, "image") for item_id in image_ids]
-    texts = [(r.id, t) for r in batch for t in r.texts if t.strip()]
-    if texts:
-        vectors = encoder.encode_texts([t for _, t in texts])
-        out.vectors.append(_checked(vectors, len(texts), encoder.dim, "text"))
-        out.rows += [(item_id, "text") for item_id, _ in texts]
-    recipes = [(r.id, r.recipe) for r in batch if r.recipe is not None]
-    if recipes:
-        vectors = encoder.encode_recipes([recipe for _, recipe in recipes])
-        out.vectors.append(_checked(vectors, len(recipes), encoder.dim, "recipe"))
-        out.rows += [(item_id, "recipe") for item_id, _ in recipes]
-    return out
-
-
-_KIND_ORDER = ("image", "text", "recipe")  # the row order _encode_records gives a batch
-
-
-def _encode_batch(
-    batch: Sequence[CatalogRecord],
-    encoder: Encoder,
-    max_pixels: int,
-    live: LiveVectors | None,
-) -> _EncodedBatch:
-    """Encode the records whose vectors cannot be copied from ``live``; copy the rest."""
-    plan = plan_batch(batch, live)
-    fresh = _encode_records([r for r in batch if r.id not in plan.reused], encoder, max_pixels)
-    fresh.plan = plan
-    return _in_full_encode_order(batch, fresh) if plan.reused else fresh
-
-
-def _in_full_encode_order(batch: Sequence[CatalogRecord], fresh: _EncodedBatch) -> _EncodedBatch:
-    """Fresh and copied rows merged in the order encoding the whole batch would give."""
-    by_item: dict[tuple[str, str], list[np.ndarray]] = {}
-    fresh_vectors = np.concatenate(fresh.vectors) if fresh.vectors else np.empty((0, 0))
-    for (item_id, kind), vector in zip(fresh.rows, fresh_vectors, strict=True):
-        by_item.setdefault((item_id, kind), []).append(vector)
-    for item_id, reused in fresh.plan.reused.items():
-        for kind, vector in zip(reused.kinds, reused.vectors, strict=True):
-            by_item.setdefault((item_id, kind), []).append(vector)
-    out = _EncodedBatch(skipped=fresh.skipped, plan=fresh.plan)
-    vectors = []
-    for kind in _KIND_ORDER:
-        for record in batch:
-            for vector in by_item.get((record.id, kind), []):
-                vectors.append(vector)
-                out.rows.append((record.id, kind))
-    out.vectors = [np.stack(vectors)]
-    return out
+CatalogFiller = Callable[[Path], tuple[BuildCounts, np.ndarray]]
 
 
 # --------------------------------------------------------------------------- staging files
@@ -294,7 +153,7 @@ def _write_index(staging: Path, vectors: np.ndarray, factory: str, policy: Tunin
 
 
 @dataclass(frozen=True)
-class _BuildOptions:
+class BuildOptions:
     batch_size: int
     total: int | None
     progress: ProgressCallback | None
@@ -307,10 +166,10 @@ def _encode_catalog(
     records: Iterable[CatalogRecord],
     encoder: Encoder,
     staging: Path,
-    options: _BuildOptions,
+    options: BuildOptions,
     live: LiveVectors | None,
-) -> tuple[_BuildCounts, np.ndarray]:
-    counts = _BuildCounts()
+) -> tuple[BuildCounts, np.ndarray]:
+    counts = BuildCounts()
     seen: set[str] = set()
     writer = CatalogWriter(staging / CATALOG_FILE)
     spool = NpySpool(staging / VECTORS_FILE, encoder.dim)
@@ -318,14 +177,14 @@ def _encode_catalog(
     try:
         if options.progress is not None:
             options.progress(0, options.total)
-        for batch in _batched(records, options.batch_size):
-            _check_unique(batch, seen)
-            encoded = _encode_batch(batch, encoder, options.max_image_pixels, live)
-            _store_batch(batch, encoded, writer, spool, counts)
+        for batch in batched(records, options.batch_size):
+            check_unique(batch, seen)
+            encoded = encode_batch(batch, encoder, options.max_image_pixels, live)
+            store_batch(batch, encoded, writer, spool, counts)
             bar.update(len(batch))
             if options.progress is not None:
                 options.progress(counts.records, options.total)
-        _check_not_empty(counts, spool.n_rows)
+        check_not_empty(counts, spool.n_rows)
         if live is not None:
             counts.changes.items_removed = live.n_items - counts.kept_from_live
             counts.reused_from = live.version if counts.changes.items_reused else None
@@ -335,105 +194,6 @@ def _encode_catalog(
         bar.close()
         spool.close()
         writer.abort()
-
-
-def _check_unique(batch: Sequence[CatalogRecord], seen: set[str]) -> None:
-    for record in batch:
-        if record.id in seen:
-            raise BuildError(f"duplicate item id {record.id!r} in the dataset")
-        seen.add(record.id)
-
-
-def _check_not_empty(counts: _BuildCounts, n_rows: int) -> None:
-    if counts.records == 0:
-        raise BuildError("the dataset yielded no records; nothing to index")
-    if n_rows == 0:
-        raise BuildError(
-            f"none of the {counts.records} records produced a vector "
-            f"({counts.skipped} unreadable images)"
-        )
-
-
-@dataclass
-class BatchRows:
-    """What a batch adds to the catalog; ``rows`` numbered from the batch's first vector."""
-
-    items: list[tuple[str, str | None, Mapping[str, Any]]] = field(default_factory=list)
-    rows: list[tuple[str, str]] = field(default_factory=list)  # (item_id, kind) per vector
-    images: list[tuple[str, Path]] = field(default_factory=list)
-    hashes: dict[str, str] = field(default_factory=dict)
-
-
-def _batch_rows(batch: Sequence[CatalogRecord], encoded: _EncodedBatch) -> BatchRows:
-    with_rows = {item_id for item_id, _ in encoded.rows}
-    for record in batch:
-        if record.id not in with_rows:
-            logger.warning("item %s has no readable modality; left out", record.id)
-    return BatchRows(
-        items=[(r.id, r.label, r.metadata) for r in batch if r.id in with_rows],
-        rows=list(encoded.rows),
-        images=_indexed_images(batch, encoded),
-        hashes=encoded.plan.hashes,
-    )
-
-
-def _count_batch(
-    batch: Sequence[CatalogRecord], encoded: _EncodedBatch, n_items: int, counts: _BuildCounts
-) -> None:
-    counts.records += len(batch)
-    counts.items += n_items
-    counts.skipped += encoded.skipped
-    counts.kinds.update(kind for _, kind in encoded.rows)
-    _count_changes(encoded, {item_id for item_id, _ in encoded.rows}, counts)
-
-
-def write_rows(
-    batch: BatchRows, vectors: Iterable[np.ndarray], writer: CatalogWriter, spool: NpySpool
-) -> None:
-    """Append one batch's catalog rows and vectors (the single build's and the merge's step)."""
-    first_row = spool.n_rows
-    rows = [(first_row + i, item_id, kind) for i, (item_id, kind) in enumerate(batch.rows)]
-    try:
-        writer.add_batch(batch.items, rows, batch.images, batch.hashes)
-    except ValueError as exc:  # metadata that is not plain JSON, an id seen in another batch
-        raise BuildError(str(exc)) from exc
-    for block in vectors:
-        spool.append(block)
-
-
-def _store_batch(
-    batch: Sequence[CatalogRecord],
-    encoded: _EncodedBatch,
-    writer: CatalogWriter,
-    spool: NpySpool,
-    counts: _BuildCounts,
-) -> None:
-    rows = _batch_rows(batch, encoded)
-    write_rows(rows, encoded.vectors, writer, spool)
-    _count_batch(batch, encoded, len(rows.items), counts)
-
-
-def _count_changes(encoded: _EncodedBatch, stored: set[str], counts: _BuildCounts) -> None:
-    reused = encoded.plan.reused
-    n_reused_rows = sum(len(item.kinds) for item in reused.values())
-    changes = counts.changes
-    changes.items_reused += len(reused)
-    changes.vectors_reused += n_reused_rows
-    changes.items_embedded += len(stored) - len(reused)
-    changes.vectors_embedded += len(encoded.rows) - n_reused_rows
-    counts.kept_from_live += len(stored & encoded.plan.in_live)
-
-
-def _indexed_images(
-    batch: Sequence[CatalogRecord], encoded: _EncodedBatch
-) -> list[tuple[str, Path]]:
-    """(item id, absolute photo path) of the photos that were read and encoded."""
-    with_image = {item_id for item_id, kind in encoded.rows if kind == "image"}
-    return [
-        (r.id, Path(r.image_path).absolute())
-        for r in batch
-        if r.image_path is not None and r.id in with_image
-    ]
 
 
 def build_snapshot(
@@ -473,11 +233,11 @@ def build_snapshot(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    options = _BuildOptions(
+    options = BuildOptions(
         batch_size, total, progress, max_image_pixels, tuning or TuningPolicy(), backend
     )
 
-    def encode_into(staging: Path) -> tuple[_BuildCounts, np.ndarray]:
+    def encode_into(staging: Path) -> tuple[BuildCounts, np.ndarray]:
         with live_vectors(Path(index_dir), encoder) as live:
             return _encode_catalog(records, encoder, staging, options, live)
 
@@ -524,14 +284,14 @@ def build_with(
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(index_dir)
-    stamp = _iso(requested_at)
+    stamp = iso_utc(requested_at)
     if publish_snapshot:
         _check_not_superseded(index_dir, stamp)
     policy = tuning or TuningPolicy()
     version = new_version()
     with (
         claim_staging(index_dir, version) as staging,
-        _full_disk_reported(index_dir),
+        full_disk_reported(index_dir),
         backend.dropped_on_failure(version),
     ):
         counts, vectors = fill(staging)
@@ -560,12 +320,12 @@ def build_with(
     return manifest
 
 
-def _finish_snapshot(
+def finish_snapshot(
     staging: Path,
-    counts: _BuildCounts,
+    counts: BuildCounts,
     vectors: np.ndarray,
     encoder: Encoder,
-    options: _BuildOptions,
+    options: BuildOptions,
     factory: str,
     prototypes: PrototypeOptions | None,
     live: LiveVectors | None,
@@ -583,7 +343,7 @@ def _finish_snapshot(
 
 
 def _write_snapshot(
-    counts: _BuildCounts,
+    counts: BuildCounts,
     vectors: np.ndarray,
     encoder: Encoder,
     staging: Path,
@@ -641,7 +401,7 @@ class ShrinkRefusedError(BuildError):
     """The new snapshot would keep too small a share of the live one's vectors."""
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso_utc(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     if moment.tzinfo is None:

@@ -39,17 +39,9 @@ import numpy as np
 
 from index.autotune import AUTO, TuningPolicy
 from index.backends import IndexBackend
-from index.build import (
-    BuildError,
-    _batched,
-    _BuildCounts,
-    _BuildOptions,
-    _encode_batch,
-    _finish_snapshot,
-    _full_disk_reported,
-    _iso,
-    _store_batch,
-)
+from index.batches import BuildCounts, batched, encode_batch, store_batch
+from index.build import BuildOptions, finish_snapshot, iso_utc
+from index.build_errors import BuildError, full_disk_reported
 from index.catalog import Catalog, CatalogWriter
 from index.layout import (
     claim_staging,
@@ -197,8 +189,8 @@ def _apply_once(
 ) -> Manifest:
     clean_stale_staging(index_dir)
     backend = options.backend or IndexBackend()
-    stamp = _iso(max(change.requested_at for change in changes))
-    build = _BuildOptions(
+    stamp = iso_utc(max(change.requested_at for change in changes))
+    build = BuildOptions(
         options.batch_size,
         None,
         None,
@@ -209,7 +201,7 @@ def _apply_once(
     version = new_version()
     with (
         claim_staging(index_dir, version) as staging,
-        _full_disk_reported(index_dir),
+        full_disk_reported(index_dir),
         live_vectors(index_dir, encoder) as live,
         backend.dropped_on_failure(version),
         contextlib.ExitStack() as milvus_rows,
@@ -222,7 +214,7 @@ def _apply_once(
             milvus_rows.enter_context(in_place.rows_written(staging, vectors, kept_rows))
         factory = base_manifest.factory if base_manifest.backend == backend.name else AUTO
         prototypes = _prototype_options(index_dir / base.version, base_manifest)
-        manifest = _finish_snapshot(
+        manifest = finish_snapshot(
             staging,
             counts,
             vectors,
@@ -283,12 +275,12 @@ def _write_catalog(
     live: LiveVectors,
     changes: Sequence[ItemChange],
     encoder: Encoder,
-    options: _BuildOptions,
-) -> tuple[_BuildCounts, np.ndarray, np.ndarray]:
+    options: BuildOptions,
+) -> tuple[BuildCounts, np.ndarray, np.ndarray]:
     """The new catalog and vectors.npy; also the live row of each copied row (the
     first rows; the upserted items' follow)."""
     upserts, deletes = coalesce(changes)
-    counts = _BuildCounts()
+    counts = BuildCounts()
     writer = CatalogWriter(staging / CATALOG_FILE)
     spool = NpySpool(staging / VECTORS_FILE, encoder.dim)
     try:
@@ -297,9 +289,9 @@ def _write_catalog(
         _copy_vectors(live.vectors, kept_rows, spool)
         changed_in_live = len(live.catalog.content_hashes([*deletes, *upserts]))
         copied_items = live.n_items - changed_in_live
-        for batch in _batched(upserts.values(), options.batch_size):
-            encoded = _encode_batch(batch, encoder, options.max_image_pixels, live)
-            _store_batch(batch, encoded, writer, spool, counts)
+        for batch in batched(upserts.values(), options.batch_size):
+            encoded = encode_batch(batch, encoder, options.max_image_pixels, live)
+            store_batch(batch, encoded, writer, spool, counts)
         if spool.n_rows == 0:
             raise BuildError("these changes would leave the index without any item")
         writer.finish()
@@ -317,7 +309,7 @@ def _copy_vectors(vectors: np.ndarray, rows: np.ndarray, spool: NpySpool) -> Non
 
 
 def _count_copied(
-    counts: _BuildCounts, staging: Path, copied_items: int, copied_rows: int, live_items: int
+    counts: BuildCounts, staging: Path, copied_items: int, copied_rows: int, live_items: int
 ) -> None:
     """Add the items copied whole to the counts of the upserts encoded (or reused)."""
     catalog = Catalog.open(staging / CATALOG_FILE)

@@ -41,19 +41,19 @@ from typing import Any
 
 import numpy as np
 
-from index.build import (
+from index.batches import (
     BatchRows,
-    BuildError,
-    _batch_rows,
-    _batched,
-    _BuildCounts,
-    _check_not_empty,
-    _check_unique,
-    _count_batch,
-    _encode_batch,
-    build_with,
+    BuildCounts,
+    batch_rows,
+    batched,
+    check_not_empty,
+    check_unique,
+    count_batch,
+    encode_batch,
     write_rows,
 )
+from index.build import build_with
+from index.build_errors import BuildError
 from index.catalog import CatalogWriter
 from index.layout import atomic_write_text, chunks_dir
 from index.manifest import Manifest
@@ -130,18 +130,18 @@ def encode_chunk(
     expected = chunk.size(total) if total is not None else None
     tmp = folder / f".chunk-{chunk.index:05d}.npy.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     spool = NpySpool(tmp, encoder.dim)
-    counts, batches, seen = _BuildCounts(), [], set[str]()
+    counts, batches, seen = BuildCounts(), [], set[str]()
     try:
         with live_vectors(Path(index_dir), encoder) as live:
             if progress is not None:
                 progress(0, expected)
-            for batch in _batched(islice(records, chunk.start, chunk.stop), batch_size):
-                _check_unique(batch, seen)
-                encoded = _encode_batch(batch, encoder, max_image_pixels, live)
-                rows = _batch_rows(batch, encoded)
+            for batch in batched(islice(records, chunk.start, chunk.stop), batch_size):
+                check_unique(batch, seen)
+                encoded = encode_batch(batch, encoder, max_image_pixels, live)
+                rows = batch_rows(batch, encoded)
                 for block in encoded.vectors:
                     spool.append(block)
-                _count_batch(batch, encoded, len(rows.items), counts)
+                count_batch(batch, encoded, len(rows.items), counts)
                 batches.append(rows)
                 if progress is not None:
                     progress(counts.records, expected)
@@ -161,7 +161,7 @@ def _summary(
     chunk: Chunk,
     encoder: Encoder,
     n_rows: int,
-    counts: _BuildCounts,
+    counts: BuildCounts,
     batches: list[BatchRows],
     live_of: tuple[str | None, int],
 ) -> str:
@@ -211,7 +211,7 @@ def _read_summaries(folder: Path, n_chunks: int, encoder: Encoder) -> list[dict[
     return summaries
 
 
-def _add_counts(counts: _BuildCounts, summary: dict[str, Any]) -> None:
+def _add_counts(counts: BuildCounts, summary: dict[str, Any]) -> None:
     counts.records += summary["records"]
     counts.items += summary["items"]
     counts.skipped += summary["skipped"]
@@ -221,7 +221,7 @@ def _add_counts(counts: _BuildCounts, summary: dict[str, Any]) -> None:
         setattr(counts.changes, name, getattr(counts.changes, name) + value)
 
 
-def _set_live_counts(counts: _BuildCounts, summaries: list[dict[str, Any]]) -> None:
+def _set_live_counts(counts: BuildCounts, summaries: list[dict[str, Any]]) -> None:
     """Items removed and the snapshot reused from, as the chunks saw the live snapshot.
 
     Chunks normally all read one live snapshot; if another build published between
@@ -251,9 +251,9 @@ def _assemble(
     dim: int,
     staging: Path,
     progress: ProgressCallback | None,
-) -> tuple[_BuildCounts, np.ndarray]:
+) -> tuple[BuildCounts, np.ndarray]:
     """The chunks' catalog rows and vectors, in chunk order, into ``staging``."""
-    counts = _BuildCounts()
+    counts = BuildCounts()
     writer = CatalogWriter(staging / CATALOG_FILE)
     spool = NpySpool(staging / VECTORS_FILE, dim)
     try:
@@ -269,7 +269,7 @@ def _assemble(
             _add_counts(counts, summary)
             if progress is not None:
                 progress(done, len(summaries))
-        _check_not_empty(counts, spool.n_rows)
+        check_not_empty(counts, spool.n_rows)
         _set_live_counts(counts, summaries)
         writer.finish()
         return counts, spool.finish()
