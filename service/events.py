@@ -17,7 +17,7 @@ import redis
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_CHANNEL = "mmsearch:snapshots"
+SNAPSHOT_CHANNEL = "mmsearch:snapshots"  # + ":db<N>", see snapshot_channel
 CONNECT_TIMEOUT_S = 5.0
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
@@ -26,11 +26,19 @@ POLL_INTERVAL_S = 1.0  # how quickly close() is noticed while waiting for messag
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
+def snapshot_channel(client: redis.Redis) -> str:
+    """The channel of the client's database. Redis pub/sub channels are server-wide,
+    not per database, so two deployments sharing one Redis through different
+    databases (``redis://host/1`` and ``/2``) would otherwise hear each other's
+    snapshot events."""
+    return f"{SNAPSHOT_CHANNEL}:db{client.connection_pool.connection_kwargs.get('db', 0)}"
+
+
 def publish_snapshot_event(redis_url: str, version: str) -> int:
     """Announce a published snapshot; returns how many subscribers received it."""
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S)
     try:
-        return int(client.publish(SNAPSHOT_CHANNEL, version))
+        return int(client.publish(snapshot_channel(client), version))
     finally:
         client.close()
 
@@ -84,7 +92,7 @@ class SnapshotSubscription:
         )
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
-            pubsub.subscribe(SNAPSHOT_CHANNEL)
+            pubsub.subscribe(snapshot_channel(client))
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=POLL_INTERVAL_S)
                 if pubsub.subscribed:

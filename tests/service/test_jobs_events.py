@@ -24,6 +24,22 @@ def test_published_versions_reach_every_subscriber(clean_redis: str) -> None:
             sub.close()
 
 
+def test_events_stay_within_their_redis_database(clean_redis: str) -> None:
+    """Two deployments on one Redis server, in databases N and N+1, do not cross-talk."""
+    base, _, db = clean_redis.rpartition("/")
+    other_db = f"{base}/{(int(db or 0) + 1) % 16}"
+    mine: queue.Queue[str] = queue.Queue()
+    subscription = subscribe_snapshot_events(clean_redis, mine.put)
+    try:
+        assert subscription.wait_subscribed(10)
+        publish_snapshot_event(other_db, "20240101T000000Z-othr")  # sent first: would arrive first
+        assert publish_snapshot_event(clean_redis, "20240101T000001Z-mine") == 1
+        assert mine.get(timeout=5) == "20240101T000001Z-mine"
+        assert mine.empty()
+    finally:
+        subscription.close()
+
+
 def test_a_failing_callback_does_not_end_the_subscription(clean_redis: str) -> None:
     seen: queue.Queue[str] = queue.Queue()
 
