@@ -54,8 +54,8 @@ async def term_vector(
     term: QueryTerm, embedder: Embedder, snapshot: Snapshot
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """One term's (1, dim) unit vector; an item term also names the item to leave out."""
-    if term.vector is not None:
-        return raw_query_vector(term.vector, snapshot.manifest.dim), ()
+    if (vector := term.raw_vector()) is not None:
+        return raw_query_vector(vector, snapshot.manifest.dim), ()
     if term.item_id is not None:
         vector = await run_in_threadpool(item_query_vector, snapshot, term.item_id)
         return vector, (term.item_id,)

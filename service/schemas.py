@@ -13,6 +13,7 @@ import re
 from contextvars import ContextVar
 from typing import Annotated, Any, ClassVar, Literal
 
+import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,6 +28,7 @@ from index.chunks import MAX_CHUNKS
 from index.filters import MAX_ANY_OF
 from index.ranking import DEFAULT_CLASS_WEIGHT
 from models.types import Recipe
+from service.vector_codec import b64_length, decode_vector
 
 # Input bounds, published in the OpenAPI schema. A text is far longer than any encoder
 # keeps (offline: 256 tokens, CLIP: 77) at MAX_TEXT_CHARS; what passes is truncated to
@@ -176,10 +178,26 @@ class EmbedInput(_ExactlyOne):
 class QueryTerm(EmbedInput):
     """Any embeddable input, a raw vector, an existing item or a class tag."""
 
-    ONE_OF: ClassVar[tuple[str, ...]] = ("text", "image", "recipe", "vector", "item_id", "tag")
+    ONE_OF: ClassVar[tuple[str, ...]] = (
+        "text",
+        "image",
+        "recipe",
+        "vector",
+        "item_id",
+        "tag",
+        "vector_b64",
+    )
 
     vector: list[float] | None = Field(
         None, max_length=MAX_VECTOR_DIM, description="A query vector of the model's dim"
+    )
+    vector_b64: str | None = Field(
+        None,
+        max_length=b64_length(MAX_VECTOR_DIM),
+        description=(
+            "A query vector as base64 of its little-endian float32 values (what /embed "
+            'returns with "encoding": "base64"); cheaper to send and parse than a list'
+        ),
     )
     item_id: Name | None = Field(None, description="Search with this item's stored vectors")
     tag: Name | None = Field(
@@ -200,6 +218,24 @@ class QueryTerm(EmbedInput):
         if not any(value):
             raise ValueError("vector must not be all zeros")
         return value
+
+    @field_validator("vector_b64")
+    @classmethod
+    def _vector_b64_valid(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        values = decode_vector(value)
+        if not np.isfinite(values).all():
+            raise ValueError("vector_b64 values must be finite numbers (no NaN or infinity)")
+        if not values.any():
+            raise ValueError("vector_b64 must not be all zeros")
+        return value
+
+    def raw_vector(self) -> np.ndarray | list[float] | None:
+        """The raw query vector, from ``vector`` or ``vector_b64``; None for other terms."""
+        if self.vector_b64 is not None:
+            return decode_vector(self.vector_b64)  # validated above; decoding is cheap
+        return self.vector
 
     @field_validator("item_id", "tag")
     @classmethod
@@ -249,13 +285,23 @@ class EmbedRequest(_Strict):
             "normalised mean for encoders without one"
         ),
     )
+    encoding: Literal["float", "base64"] = Field(
+        "float",
+        description=(
+            "How the vectors come back: lists of floats, or base64 strings of their "
+            "little-endian float32 values (what /search takes as query.vector_b64)"
+        ),
+    )
 
 
 class EmbedResponse(BaseModel):
     model: str = Field(description="Fingerprint of the encoder that made the vectors")
     dim: int
-    embeddings: list[list[float]] = Field(
-        description="One L2-normalised vector per input, or one in all with fuse"
+    embeddings: list[list[float]] | list[str] = Field(
+        description=(
+            "One L2-normalised vector per input, or one in all with fuse: lists of floats, "
+            'or with "encoding": "base64" strings of little-endian float32 values'
+        )
     )
     fused: bool = False
 

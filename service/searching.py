@@ -72,7 +72,7 @@ def parse_kinds(value: str | None) -> tuple[str, ...] | None:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def raw_query_vector(vector: Sequence[float], dim: int) -> np.ndarray:
+def raw_query_vector(vector: Sequence[float] | np.ndarray, dim: int) -> np.ndarray:
     if len(vector) != dim:
         raise InvalidQueryError(
             f"query vector has the wrong dimension: expected {dim}, got {len(vector)}"

@@ -11,13 +11,17 @@ from service.deps import EmbedderDep, SettingsDep
 from service.errors import InvalidQueryError
 from service.limits import read_upload
 from service.schemas import EmbedRequest, EmbedResponse, error_responses
+from service.vector_codec import encode_vectors
 
 router = APIRouter(prefix="/embed", tags=["embed"])
 
 
-def _response(fingerprint: str, vectors: np.ndarray, fused: bool = False) -> EmbedResponse:
+def _response(
+    fingerprint: str, vectors: np.ndarray, fused: bool = False, encoding: str = "float"
+) -> EmbedResponse:
+    embeddings = encode_vectors(vectors) if encoding == "base64" else vectors.tolist()
     return EmbedResponse(
-        model=fingerprint, dim=int(vectors.shape[1]), embeddings=vectors.tolist(), fused=fused
+        model=fingerprint, dim=int(vectors.shape[1]), embeddings=embeddings, fused=fused
     )
 
 
@@ -34,9 +38,9 @@ async def embed(body: EmbedRequest, embedder: EmbedderDep, settings: SettingsDep
         )
     if body.fuse:
         vectors = await embedder.embed_fused(body.inputs)
-        return _response(embedder.encoder.fingerprint, vectors, fused=True)
+        return _response(embedder.encoder.fingerprint, vectors, True, body.encoding)
     vectors = await embedder.embed(body.inputs)
-    return _response(embedder.encoder.fingerprint, vectors)
+    return _response(embedder.encoder.fingerprint, vectors, encoding=body.encoding)
 
 
 @router.post(
