@@ -67,6 +67,10 @@ CREATE INDEX vectors_by_kind ON vectors(kind);
 _SQL_CHUNK = 500  # bound parameters per IN (...) query, well under SQLite's limit
 _FETCH_CHUNK = 65_536
 _FILTER_CACHE_SIZE = 32
+# Items described for search results, kept parsed: a search's k items were two SQL
+# queries and k JSON parses (about 70 us of a 0.5 ms HNSW search at 100k); popular
+# items come back in result after result. A read catalog never changes, so no expiry.
+_DESCRIBED_CACHE_SIZE = 4096
 
 
 class DuplicateItemError(ValueError):
@@ -79,6 +83,14 @@ class Item:
     label: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
     kinds: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ItemSummary:
+    """What a search result shows of an item. Shared between results: read, never mutate."""
+
+    label: str | None
+    metadata: dict[str, Any]
 
 
 # --------------------------------------------------------------------------- reader
@@ -109,6 +121,7 @@ class Catalog:
         self._kind_names = np.array(list(self._kind_codes), dtype=object)
         self._id_of_item = self._load_item_ids()
         self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._described: OrderedDict[str, ItemSummary] = OrderedDict()
         self._has_images = bool(
             self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'images'")
         )
@@ -193,6 +206,27 @@ class Catalog:
             i: Item(i, label, json.loads(meta), kinds.get(i, []))
             for i, (label, meta) in found.items()
         }
+
+    def describe_items(self, item_ids: Sequence[str]) -> dict[str, ItemSummary]:
+        """Label and metadata by id, from a cache of recent ones (one SQL query for the
+        rest); unknown ids are absent. Search results need no more than this."""
+        unique = list(dict.fromkeys(item_ids))
+        with self._lock:
+            found = {i: self._described[i] for i in unique if i in self._described}
+            for item_id in found:
+                self._described.move_to_end(item_id)
+        missing = [i for i in unique if i not in found]
+        loaded: dict[str, ItemSummary] = {}
+        for chunk in _chunks(missing):
+            sql = f"SELECT id, label, metadata FROM items WHERE id IN ({_marks(len(chunk))})"
+            for item_id, label, meta in self._query(sql, chunk):
+                loaded[item_id] = ItemSummary(label, json.loads(meta))
+        if loaded:
+            with self._lock:
+                self._described.update(loaded)
+                while len(self._described) > _DESCRIBED_CACHE_SIZE:
+                    self._described.popitem(last=False)
+        return found | loaded
 
     def image_path(self, item_id: str) -> Path | None:
         """The photo file recorded for this item at index time; None if it has none."""

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from index.backends import MILVUS, IndexBackend
-from index.catalog import Catalog, Item
+from index.catalog import Catalog, Item, ItemSummary
 from index.layout import (
     CorruptSnapshotError,
     NoSnapshotError,
@@ -261,10 +261,10 @@ class Snapshot:
             self.prototypes.row_classes,
         )
         hits = self._best_items(unit_query, k, allowed, frozenset(exclude_ids), scorer)
-        items = self.catalog.get_items([h.item_id for h in hits])
+        items = self.catalog.describe_items([h.item_id for h in hits])
         return [self._match(hit, rank, items[hit.item_id]) for rank, hit in enumerate(hits, 1)]
 
-    def _match(self, hit: _Hit, rank: int, item: Item) -> ItemMatch:
+    def _match(self, hit: _Hit, rank: int, item: ItemSummary) -> ItemMatch:
         hybrid = not np.isnan(hit.class_score)
         return ItemMatch(
             item_id=hit.item_id,

@@ -56,6 +56,26 @@ def test_lookups(catalog: Catalog):
         catalog.describe_rows([-1])
 
 
+def test_described_items_equal_get_items_from_cache_and_from_sql(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+):
+    """describe_items gives get_items' label and metadata; a second call asks no SQL."""
+    first = catalog.describe_items(["c", "zzz", "a", "c"])
+    full = catalog.get_items(["a", "c"])
+
+    assert sorted(first) == ["a", "c"]  # unknown ids absent, duplicates once
+    assert {i: (d.label, d.metadata) for i, d in first.items()} == {
+        i: (item.label, item.metadata) for i, item in full.items()
+    }
+
+    def no_sql(*args: object) -> None:
+        raise AssertionError("cached items must not reach SQLite")
+
+    monkeypatch.setattr(catalog, "_query", no_sql)
+    again = catalog.describe_items(["a", "c"])
+    assert again == {"a": first["a"], "c": first["c"]}
+
+
 def test_row_descriptions_from_memory_equal_the_sql_lookup(tmp_path: Path):
     """describe_rows answers from tables loaded at open: the same as asking SQLite."""
     rng = np.random.default_rng(0)
