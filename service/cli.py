@@ -365,6 +365,13 @@ def train_rerank(
     tune_fraction: Annotated[
         float, typer.Option(help="Part of the training split that chooses the epoch")
     ] = 0.15,
+    flickr_from: Annotated[
+        str,
+        typer.Option(
+            help="train: fit on the bundle's training split, report on its validation split; "
+            "val-half: fit on half the validation split, report on the other half"
+        ),
+    ] = "train",
     val_fraction: Annotated[float, typer.Option(help="The bundle's validation split")] = 0.2,
     split_seed: Annotated[int, typer.Option(help="The bundle's split seed")] = 0,
     cache_dir: Annotated[
@@ -397,6 +404,7 @@ def train_rerank(
         split_seed=split_seed,
         cache_dir=cache_dir,
         device=device,
+        flickr_from=flickr_from,
     )
     print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2))
     if json_out is not None:

@@ -265,6 +265,7 @@ def run_rerank_training(
     split_seed: int,
     cache_dir: Path | None,
     device: str,
+    flickr_from: str = "train",
 ) -> dict[str, Any]:
     """``mmsearch train-rerank``: SGRAF on the bundle's training split (its validation split
     left out, as the bundle's own training did), written into ``out`` as float16."""
@@ -285,13 +286,17 @@ def run_rerank_training(
     if out is not None and out.exists() and out.resolve() != encoder.path.resolve():
         raise CommandInputError(f"--out {out} exists and is not the --model bundle")
 
-    data = RerankData(
-        flickr=list(open_dataset(flickr_dir, "flickr")),
-        kfood=list(open_dataset(kfood_dir, "kfood")) if kfood_dir is not None else (),
-        val_fraction=val_fraction,
-        split_seed=split_seed,
-        cache_dir=cache_dir,
-    )
+    try:
+        data = RerankData(
+            flickr=list(open_dataset(flickr_dir, "flickr")),
+            kfood=list(open_dataset(kfood_dir, "kfood")) if kfood_dir is not None else (),
+            val_fraction=val_fraction,
+            split_seed=split_seed,
+            cache_dir=cache_dir,
+            flickr_from=flickr_from,
+        )
+    except ConfigError as exc:
+        raise _input_error(exc, {}) from exc
     try:
         result, report = train_reranker(encoder, data, train_config)
     except ValueError as exc:  # too few records to train or tune on

@@ -6,11 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from models.datasets import split_records
+from models.types import CatalogRecord
 from training.features import Ragged
 from training.rerank_features import CaptionedVectors
 from training.train_sgraf import (
+    RerankData,
     RerankTrainConfig,
     caption_examples,
+    flickr_parts,
     hard_candidates,
     train_sgraf,
     tune_figures,
@@ -89,3 +93,20 @@ def test_a_budget_stops_training_after_the_first_step() -> None:
 def test_invalid_options_are_refused(fields: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RerankTrainConfig(**fields)  # type: ignore[arg-type]
+
+
+def test_val_half_fits_and_reports_on_disjoint_halves_of_the_validation_split() -> None:
+    records = [CatalogRecord(id=f"photo-{i}", texts=("a caption",)) for i in range(400)]
+    ids = [r.id for r in records]
+    _, val = split_records(records, 0.2, 0)
+    val_ids = {r.id for r in val}
+    data = RerankData(flickr=records, flickr_from="val-half")
+    fit, tune, report = (set(rows) for rows in flickr_parts(ids, data, 0.3))
+    assert not (fit & tune or fit & report or tune & report)
+    assert {ids[i] for i in fit | tune | report} == val_ids  # nothing from the training split
+    assert 0.35 < len(report) / len(val_ids) < 0.65
+    # The default keeps the validation split whole for the report.
+    fit, tune, report = (set(rows) for rows in flickr_parts(ids, RerankData(records), 0.3))
+    assert {ids[i] for i in report} == val_ids
+    with pytest.raises(ValueError, match="flickr_from"):
+        RerankData(records, flickr_from="test")
