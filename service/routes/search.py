@@ -85,10 +85,13 @@ async def search_json(
     # Refused before any embedding work when the model cannot re-rank.
     model_name = model_display_name(settings.model)
     reranker = reranker_for(embedder.encoder, body.rerank, model_name, settings.max_k)
-    (vector, exclude_ids), parts = await asyncio.gather(
-        query_vector(body.query, embedder, snapshot, settings.max_inputs),
-        query_parts(reranker, body.query, embedder),
-    )
+    queried = query_vector(body.query, embedder, snapshot, settings.max_inputs)
+    if reranker is None:  # awaited directly: gather would wrap it in a task, a loop round more
+        (vector, exclude_ids), parts = await queried, None
+    else:
+        (vector, exclude_ids), parts = await asyncio.gather(
+            queried, query_parts(reranker, body.query, embedder)
+        )
     confidence = ConfidenceScorer(embedder.calibration, query_kind(body.query))
     rerank = plan_rerank(body.rerank, reranker, vector, parts)
     return await _respond(state, snapshot, vector, params, started, confidence, exclude_ids, rerank)
