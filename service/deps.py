@@ -28,10 +28,18 @@ from service.pending import PendingChanges
 from service.settings import Settings
 from service.state import AppState
 
+# The request-scoped dependencies below read the request's app state themselves instead
+# of depending on StateDep / EncoderDep: FastAPI resolves every Depends node of a route
+# on every request (a cache key and a call each), and /search's chain was 9 nodes.
 
-async def get_state(request: Request) -> AppState:
+
+def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.mmsearch
     return state
+
+
+async def get_state(request: Request) -> AppState:
+    return app_state(request)
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
@@ -50,16 +58,22 @@ def model_not_ready_message(state: AppState) -> str:
     return f"the model {state.settings.model!r} is still loading; retry shortly"
 
 
-async def get_encoder(state: StateDep) -> Encoder:
+def loaded_encoder(state: AppState) -> Encoder:
     if state.encoder is None:
         raise ModelNotReadyError(model_not_ready_message(state))
     return state.encoder
 
 
+async def get_encoder(request: Request) -> Encoder:
+    return loaded_encoder(app_state(request))
+
+
 EncoderDep = Annotated[Encoder, Depends(get_encoder)]
 
 
-async def get_embedder(state: StateDep, encoder: EncoderDep) -> Embedder:
+async def get_embedder(request: Request) -> Embedder:
+    state = app_state(request)
+    encoder = loaded_encoder(state)
     settings = state.settings
     if state.batcher is None:
         raise ModelNotReadyError(model_not_ready_message(state))
@@ -87,8 +101,10 @@ def no_snapshot_message(state: AppState) -> str:
     )
 
 
-async def get_snapshot(state: StateDep, _encoder: EncoderDep) -> Snapshot:
+async def get_snapshot(request: Request) -> Snapshot:
     """The live snapshot, taken once: the request uses it even if a newer one lands."""
+    state = app_state(request)
+    loaded_encoder(state)  # no model, no search: the same 503 as before the snapshot
     snapshot = state.current_snapshot()
     if snapshot is None:
         raise SnapshotNotReadyError(no_snapshot_message(state))
