@@ -679,7 +679,10 @@ def bench_serve(
     dim: Annotated[int, typer.Option(help="Vector dimension")] = 384,
     code: Annotated[
         list[str] | None,
-        typer.Option(help="LABEL=DIR: serve from that checkout; repeatable [service=this one]"),
+        typer.Option(
+            help="LABEL[:json|base64]=DIR: serve from that checkout, send vectors so; "
+            "repeatable [service=this one]"
+        ),
     ] = None,
     model: Annotated[str, typer.Option(help="MMSEARCH_MODEL of the servers")] = "offline",
     workers: Annotated[int, typer.Option(min=1, help="MMSEARCH_WORKERS of the servers")] = 1,
@@ -722,7 +725,7 @@ def bench_serve(
         concurrency=concurrency or [1, 8],
         seconds=seconds,
         dim=dim,
-        codes=parse_codes(code or []),
+        codes=parse_codes(code or [], vector_encoding),
         server=ServerSpec(model=model, workers=workers, module=server_module),
         base_port=base_port,
         vector_encoding=vector_encoding,

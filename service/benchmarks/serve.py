@@ -52,6 +52,15 @@ PEER_SCRIPT = Path(__file__).with_name("peer_chroma.py")
 
 
 @dataclass(frozen=True)
+class Code:
+    """One server to measure: its column label, its checkout, how it is sent vectors."""
+
+    label: str
+    folder: Path
+    vector_encoding: str = "json"  # "base64": query.vector_b64 instead of a float list
+
+
+@dataclass(frozen=True)
 class ServeBenchOptions:
     sizes: list[int] = field(default_factory=lambda: [10_000, 100_000])
     factories: list[str] = field(default_factory=lambda: ["Flat", "HNSW32"])
@@ -59,10 +68,10 @@ class ServeBenchOptions:
     seconds: float = 5.0
     k: int = 10
     dim: int = 384
-    codes: list[tuple[str, Path]] = field(default_factory=list)  # [] = this checkout
+    codes: list[Code] = field(default_factory=list)  # [] = this checkout, vector_encoding
     server: ServerSpec = ServerSpec(model="offline", workers=1, module="service.cli")
     base_port: int = 18_700
-    vector_encoding: str = "json"  # "base64": send vector_b64 instead of a float list
+    vector_encoding: str = "json"  # for the profile and the default server
     ceiling: bool = True  # also measure GET /healthz on each server
     py_spy: Path | None = None
     chroma_python: Path | None = None
@@ -76,18 +85,20 @@ def this_checkout() -> Path:
 
 def run_serve_bench(options: ServeBenchOptions, log: Callable[[str], None]) -> list[Row]:
     """Every (size, factory, concurrency) row; servers started and stopped here."""
-    codes = options.codes or [("service", this_checkout())]
+    codes = options.codes or [Code("service", this_checkout(), options.vector_encoding)]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         index_dir = Path(tmp)
         servers = [
-            start_server(label, code, index_dir, options.base_port + i, options.server)
-            for i, (label, code) in enumerate(codes)
+            start_server(code.label, code.folder, index_dir, options.base_port + i, options.server)
+            for i, code in enumerate(codes)
         ]
+        encodings = {code.label: code.vector_encoding for code in codes}
         try:
             for size in options.sizes:
                 for factory in options.factories:
-                    rows += measure_config(options, servers, index_dir, size, factory, log)
+                    config = (size, factory)
+                    rows += measure_config(options, servers, encodings, index_dir, config, log)
         finally:
             for server in servers:
                 server.stop()
@@ -114,11 +125,12 @@ def search_bodies(queries: np.ndarray, k: int, encoding: str) -> list[bytes]:
 def measure_config(
     options: ServeBenchOptions,
     servers: list[Server],
+    encodings: dict[str, str],
     index_dir: Path,
-    size: int,
-    factory: str,
+    config: tuple[int, str],
     log: Callable[[str], None],
 ) -> list[Row]:
+    size, factory = config
     data = workload(size, options.dim)
     model = str(servers[0].wait_until(lambda _s, body: body.get("model") is not None)["model"])
     started = time.perf_counter()
@@ -127,7 +139,10 @@ def measure_config(
     log(f"built {size:,} x {factory} in {build_s:.1f}s")
     for server in servers:
         server.wait_until(lambda status, body: status == 200 and body["index_version"] == version)
-    bodies = search_bodies(data.queries, options.k, options.vector_encoding)
+    bodies = {
+        label: search_bodies(data.queries, options.k, encoding)
+        for label, encoding in encodings.items()
+    }
     index = raw_index(index_dir / version)
     recalls = measure_recalls(index, data, servers, bodies)
     rows: list[Row] = []
@@ -137,7 +152,7 @@ def measure_config(
         row["raw"] = run_load(raw_worker(index, data.queries, options.k), c, options.seconds)
         for server in servers:
             with sampled(server, options.py_spy, f"{size}-{factory}-c{c}"):
-                worker = http_worker(server.port, "/search", bodies)
+                worker = http_worker(server.port, "/search", bodies[server.label])
                 row[server.label] = run_load(worker, c, options.seconds)
         if options.ceiling:
             row["ceiling"] = {
@@ -154,14 +169,15 @@ def measure_config(
 
 
 def measure_recalls(
-    index: faiss.Index, data: Workload, servers: list[Server], bodies: list[bytes]
+    index: faiss.Index, data: Workload, servers: list[Server], bodies: dict[str, list[bytes]]
 ) -> dict[str, float]:
     """recall@10 against exact search: raw FAISS, and each server's /search answers."""
     queries = data.queries[:RECALL_QUERIES]
     truth = exact_top_k(data.vectors, queries, 10)
     recalls = {"raw": round(recall_at_k(index.search(queries, 10)[1], truth), 4)}
     for server in servers:
-        found = np.array([service_rows(server, body)[:10] for body in bodies[:RECALL_QUERIES]])
+        sent = bodies[server.label][:RECALL_QUERIES]
+        found = np.array([service_rows(server, body)[:10] for body in sent])
         recalls[server.label] = round(recall_at_k(found, truth), 4)
     return recalls
 

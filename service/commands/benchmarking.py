@@ -9,27 +9,34 @@ from typing import TYPE_CHECKING
 from service.commands import CommandInputError
 
 if TYPE_CHECKING:
-    from service.benchmarks.serve import ServeBenchOptions
+    from service.benchmarks.serve import Code, ServeBenchOptions
 
 VECTOR_ENCODINGS = ("json", "base64")
 # A row's own keys (service.benchmarks.serve): a --code label is a key beside them.
 ROW_KEYS = {"raw", "ceiling", "chroma", "size", "factory", "c", "build_s", "recall_at_10"}
 
 
-def parse_codes(values: list[str]) -> list[tuple[str, Path]]:
-    """``LABEL=DIR`` pairs: each DIR a checkout whose ``mmsearch serve`` is measured."""
+def parse_codes(values: list[str], default_encoding: str) -> list[Code]:
+    """``LABEL[:ENCODING]=DIR``: each DIR a checkout whose ``mmsearch serve`` is measured,
+    sent vectors as ENCODING (json or base64; ``--vector-encoding`` when not given)."""
+    from service.benchmarks.serve import Code
+
     codes = []
     for value in values:
-        label, sep, path = value.partition("=")
+        name, sep, path = value.partition("=")
+        label, _, encoding = name.partition(":")
         if not sep or not label or not path:
-            raise CommandInputError(f"--code takes LABEL=DIR, got {value!r}")
+            raise CommandInputError(f"--code takes LABEL[:ENCODING]=DIR, got {value!r}")
+        encoding = encoding or default_encoding
+        if encoding not in VECTOR_ENCODINGS:
+            raise CommandInputError(f"--code {label}: the encoding is one of json, base64")
         folder = Path(path).resolve()
         if not (folder / "service" / "cli.py").is_file():
             raise CommandInputError(f"--code {label}: {folder} holds no service/cli.py")
-        codes.append((label, folder))
-    if len({label for label, _ in codes}) != len(codes):
+        codes.append(Code(label, folder, encoding))
+    if len({code.label for code in codes}) != len(codes):
         raise CommandInputError("--code labels must differ")
-    for label, _ in codes:
+    for label in (code.label for code in codes):
         if label in ROW_KEYS:
             raise CommandInputError(f"--code label {label!r} names a column; pick another")
     return codes
@@ -58,7 +65,7 @@ def run_and_report(
     from service.benchmarks.serve import log_to_stderr, run_serve_bench
 
     rows = run_serve_bench(options, log_to_stderr)
-    labels = [label for label, _ in options.codes] or ["service"]
+    labels = [code.label for code in options.codes] or ["service"]
     if json_out is not None:
         write_json(rows, json_out)
     if plot_out is not None:

@@ -14,6 +14,7 @@ import pytest
 from service.cli import main
 
 pytestmark = pytest.mark.e2e
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_serve_writes_service_raw_and_recall(
@@ -22,14 +23,18 @@ def test_bench_serve_writes_service_raw_and_recall(
     out = tmp_path / "serve.json"
     args = ["bench", "serve", "--sizes", "500", "--factories", "Flat", "--concurrency", "1"]
     args += ["--seconds", "0.5", "--dim", "32", "--base-port", "18791", "--json", str(out)]
+    args += ["--code", f"service={CHECKOUT}", "--code", f"b64:base64={CHECKOUT}"]
     code = main([*args, "--server-module", "tests.e2e.tiny_mmsearch"])
 
     assert code == 0
     (row,) = json.loads(out.read_text(encoding="utf-8"))
     assert (row["size"], row["factory"], row["c"]) == (500, "Flat", 1)
-    # Flat is exact: the service over HTTP must find exactly what exact search finds.
-    assert row["recall_at_10"] == {"raw": 1.0, "service": 1.0}
-    for cell in (row["raw"], row["service"], row["ceiling"]["service"]):
+    # Flat is exact: the service over HTTP must find exactly what exact search finds,
+    # sent a JSON float list or base64 float32 alike.
+    assert row["recall_at_10"] == {"raw": 1.0, "service": 1.0, "b64": 1.0}
+    cells = [row["raw"], row["service"], row["b64"], *row["ceiling"].values()]
+    assert len(cells) == 5
+    for cell in cells:
         assert cell["qps"] > 0
         assert 0 < cell["p50_ms"] <= cell["p99_ms"]
     assert "chroma" not in row  # no peer unless --chroma-python
@@ -40,7 +45,8 @@ def test_bench_serve_writes_service_raw_and_recall(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--code", "nolabel"], "--code takes LABEL=DIR"),
+        (["--code", "nolabel"], "--code takes LABEL[:ENCODING]=DIR"),
+        (["--code", "x:hex=."], "--code x: the encoding is one of json, base64"),
         (["--code", "raw=."], "names a column"),
         (["--sizes", "0"], "--sizes must be at least 10"),
         (["--vector-encoding", "hex"], "--vector-encoding is one of json, base64"),
