@@ -717,7 +717,7 @@ def bench_serve(
     """Search QPS over HTTP against raw FAISS (and chromadb), with recall@10, side by side."""
     from service.benchmarks.load import ServerSpec
     from service.benchmarks.serve import ServeBenchOptions
-    from service.commands.benchmarking import check_options, parse_codes
+    from service.commands.benchmarking import check_options, check_plot, parse_codes
 
     options = ServeBenchOptions(
         sizes=sizes or [10_000, 100_000],
@@ -734,6 +734,7 @@ def bench_serve(
         chroma_python=chroma_python,
     )
     check_options(options.sizes, options.concurrency, seconds, vector_encoding, dim)
+    check_plot(plot)
     if profile_requests is not None:
         from service.benchmarks.profile import run_profile
 

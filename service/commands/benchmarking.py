@@ -42,6 +42,14 @@ def parse_codes(values: list[str], default_encoding: str) -> list[Code]:
     return codes
 
 
+def check_plot(plot_out: Path | None) -> None:
+    """Before minutes of measuring: the plot needs matplotlib (the ``bench`` extra)."""
+    import importlib.util
+
+    if plot_out is not None and importlib.util.find_spec("matplotlib") is None:
+        raise CommandInputError("--plot needs matplotlib: pip install 'mmsearch[bench]'")
+
+
 def check_options(
     sizes: list[int], concurrency: list[int], seconds: float, encoding: str, dim: int
 ) -> None:

@@ -57,3 +57,17 @@ def test_bench_serve_rejects_bad_options(
 ) -> None:
     assert main(["bench", "serve", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_plot_without_matplotlib_exits_before_measuring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    # matplotlib is an optional extra: absent here whether or not this venv has it.
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "matplotlib" else find_spec(name)
+    )
+    assert main(["bench", "serve", "--plot", str(tmp_path / "p.png")]) == 2
+    assert "--plot needs matplotlib" in capsys.readouterr().err
