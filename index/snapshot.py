@@ -41,6 +41,7 @@ from index.manifest import Manifest
 from index.prototypes import ClassMatch, PrototypeTable
 from index.ranking import RankedRows, Ranking, RowScorer
 from index.vector_index import DimensionMismatchError, SearchableIndex, VectorIndex, as_matrix
+from models.encoders.base import l2_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -284,10 +285,10 @@ class Snapshot:
             raise InvalidQueryError(f"expected one query vector, got {matrix.shape[0]}")
         if not np.all(np.isfinite(matrix)):
             raise InvalidQueryError("query vector contains NaN or infinity")
-        norm = float(np.linalg.norm(matrix))
-        if norm == 0.0:
+        unit = l2_normalize(matrix)  # overflow-safe for huge finite values
+        if not unit.any():
             raise InvalidQueryError("query vector is all zeros")
-        return matrix / norm
+        return unit
 
     def _best_items(
         self,

@@ -51,7 +51,13 @@ def cut_for_tokens(text: str, max_tokens: int) -> str:
 def l2_normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Row-wise L2 normalisation to float32; zero rows stay zero."""
     vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    with np.errstate(over="ignore"):  # an overflow is handled just below
+        norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    if not np.isfinite(norms).all():
+        # Squares of values over ~1.8e19 overflow float32: an infinite norm would turn a
+        # huge but finite vector into zeros. Such rows are scaled down first (rare path).
+        vectors = vectors / np.max(np.abs(vectors), axis=-1, keepdims=True)
+        norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return (vectors / np.maximum(norms, eps)).astype(np.float32, copy=False)
 
 

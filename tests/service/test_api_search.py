@@ -108,6 +108,21 @@ def test_unnormalised_vector_is_accepted(client: TestClient, encoder: Encoder) -
     assert all(-1.0001 <= m["score"] <= 1.0001 for m in body["matches"])
 
 
+@pytest.mark.parametrize("scale", [1e20, 3e38])
+def test_huge_finite_vector_searches_like_its_direction(
+    client: TestClient, encoder: Encoder, scale: float
+) -> None:
+    """Squaring these overflows float32; the query must still mean its direction."""
+    direction = np.arange(encoder.dim, dtype=np.float32) + 1.0
+    huge = _search(client, {"vector": (direction / direction.max() * scale).tolist()}, k=5)
+    plain = _search(client, {"vector": direction.tolist()}, k=5)
+
+    assert _ids(huge) == _ids(plain)
+    assert [m["score"] for m in huge["matches"]] == pytest.approx(
+        [m["score"] for m in plain["matches"]], abs=1e-5
+    )
+
+
 def test_item_search_excludes_the_item_itself(
     client: TestClient, kfood_records: list[dict[str, Any]]
 ) -> None:
