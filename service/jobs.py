@@ -365,12 +365,7 @@ class RQJobQueue:
             job = self._queue.enqueue(
                 APPLY_CHANGES_TASK,
                 kwargs={"settings_json": self._settings_json()},
-                job_timeout=self._settings.job_timeout_s,
-                retry=Retry(max=REINDEX_RETRIES),
-                result_ttl=JOB_KEEP_S,
-                failure_ttl=JOB_KEEP_S,
-                meta={"progress": 0.0},
-                description="apply pending item changes",
+                **self._job_options("apply pending item changes"),
             )
         return str(job.id)
 
