@@ -1,8 +1,11 @@
-"""uvicorn's HTTP/1.1 protocol, with its own error answers in the API's JSON shape.
+"""uvicorn's HTTP/1.1 protocols, with their own error answers in the API's JSON shape.
 
 A request that is not valid HTTP (an unparsable Content-Length, a malformed request
-line) never reaches the app: uvicorn answers it with a plain-text 400. This protocol
-answers the same status with ``{"detail": "..."}`` like every other error.
+line) never reaches the app: uvicorn answers it with a plain-text 400. These protocols
+answer the same status with ``{"detail": "..."}`` like every other error.
+
+This module holds the h11 one; ``service.protocol_httptools`` the httptools one, and
+``service.http_stack`` chooses between them.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
+def json_error_body(msg: str) -> bytes:
+    return json.dumps({"detail": msg}).encode()
+
+
 class JsonErrorH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
-        body = json.dumps({"detail": msg}).encode()
+        body = json_error_body(msg)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     workers: int = Field(
         1, ge=1, description="uvicorn worker processes for `mmsearch serve`; over 1 needs Redis"
     )
+    http: Literal["auto", "h11", "httptools"] = Field(
+        "auto",
+        description="HTTP parser of `mmsearch serve`: httptools on uvloop (auto, when both "
+        "are installed) or h11 on asyncio (pure Python, slower)",
+    )
     log_level: str = Field("info", description="Python logging level")
 
     @model_validator(mode="after")

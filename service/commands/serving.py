@@ -38,16 +38,27 @@ def check_single_process_milvus_lite(settings: Settings) -> None:
         )
 
 
+def http_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's ``http`` and ``loop``; CommandInputError for httptools when not installed."""
+    from service.http_stack import fast_stack_available, protocol_options
+
+    if settings.http == "httptools" and not fast_stack_available():
+        raise CommandInputError(
+            "MMSEARCH_HTTP=httptools needs the httptools and uvloop packages "
+            "(pip install httptools uvloop), or MMSEARCH_HTTP=auto|h11"
+        )
+    return protocol_options(settings.http)
+
+
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for ``uvicorn.run``; CommandInputError for workers without Redis."""
     from service.app import create_app
-    from service.protocol import JsonErrorH11Protocol
 
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
-        "http": JsonErrorH11Protocol,
+        **http_options(settings),
     }
     check_single_process_milvus_lite(settings)
     if settings.workers == 1:

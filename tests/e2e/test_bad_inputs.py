@@ -2,7 +2,9 @@
 
 ``scripts/probe_inputs.py`` holds the cases (it also runs against any deployed
 server); here it runs against the tiny-encoder server of ``tests.e2e.tiny_server``.
-Every answer must be a 4xx JSON body and ``/healthz`` must stay 200 after each.
+Every answer must be a 4xx JSON body and ``/healthz`` must stay 200 after each, on
+both HTTP stacks of ``mmsearch serve`` (``MMSEARCH_HTTP``): malformed HTTP never reaches
+the app, so each parser's protocol class answers it itself (``service/protocol.py``).
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ def probe_module() -> ModuleType:
     return module
 
 
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="module", params=["httptools", "h11"])
+def server_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("tiny-server")
     port = free_port()
     log = workdir / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
-    args = [sys.executable, "-m", "tests.e2e.tiny_server", str(port), str(workdir)]
+    args = [sys.executable, "-m", "tests.e2e.tiny_server", str(port), str(workdir), request.param]
     with running(args, {**env, "PYTHONPATH": str(REPO_ROOT)}, log) as process:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT_S
