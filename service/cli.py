@@ -680,8 +680,8 @@ def bench_serve(
     code: Annotated[
         list[str] | None,
         typer.Option(
-            help="LABEL[:json|base64]=DIR: serve from that checkout, send vectors so; "
-            "repeatable [service=this one]"
+            help="LABEL[:json|base64[:auto|h11|httptools]]=DIR: serve from that checkout "
+            "(on that MMSEARCH_HTTP), send vectors so; repeatable [service=this one]"
         ),
     ] = None,
     model: Annotated[str, typer.Option(help="MMSEARCH_MODEL of the servers")] = "offline",

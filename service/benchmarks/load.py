@@ -63,17 +63,30 @@ class Server:
 
 
 @dataclass(frozen=True)
+class Code:
+    """One server to measure: its column label, its checkout, how it is sent vectors."""
+
+    label: str
+    folder: Path
+    vector_encoding: str = "json"  # "base64": query.vector_b64 instead of a float list
+    http: str | None = None  # MMSEARCH_HTTP of its server; None: the environment's
+
+
+@dataclass(frozen=True)
 class ServerSpec:
     model: str  # MMSEARCH_MODEL
     workers: int  # MMSEARCH_WORKERS
     module: str  # ``python -m MODULE serve`` starts it: service.cli is mmsearch itself
 
 
-def start_server(label: str, code: Path, index_dir: Path, port: int, spec: ServerSpec) -> Server:
-    """``mmsearch serve`` from the checkout ``code`` (its own PYTHONPATH), on ``index_dir``."""
+def start_server(code: Code, index_dir: Path, port: int, spec: ServerSpec) -> Server:
+    """``mmsearch serve`` from the checkout ``code.folder`` (its own PYTHONPATH), on
+    ``index_dir``."""
+    http = {"MMSEARCH_HTTP": code.http} if code.http else {}
     env = {
         **os.environ,
-        "PYTHONPATH": str(code),
+        **http,
+        "PYTHONPATH": str(code.folder),
         "MMSEARCH_MODEL": spec.model,
         "MMSEARCH_DEVICE": "cpu",
         "MMSEARCH_INDEX_DIR": str(index_dir),
@@ -82,8 +95,8 @@ def start_server(label: str, code: Path, index_dir: Path, port: int, spec: Serve
         "MMSEARCH_WORKERS": str(spec.workers),
     }
     command = [sys.executable, "-m", spec.module, "serve", "--port", str(port)]
-    process = subprocess.Popen(command, cwd=code, env=env)
-    return Server(label, port, process)
+    process = subprocess.Popen(command, cwd=code.folder, env=env)
+    return Server(code.label, port, process)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from index.manifest import Manifest
 from index.snapshot import INDEX_FILE
 from index.vector_index import DEFAULT_EF_SEARCH
 from service.benchmarks.load import (
+    Code,
     Server,
     ServerSpec,
     http_worker,
@@ -49,15 +50,6 @@ from service.benchmarks.workload import Workload, build, workload
 
 RECALL_QUERIES = 500  # recall@10 against exact search is measured on this many queries
 PEER_SCRIPT = Path(__file__).with_name("peer_chroma.py")
-
-
-@dataclass(frozen=True)
-class Code:
-    """One server to measure: its column label, its checkout, how it is sent vectors."""
-
-    label: str
-    folder: Path
-    vector_encoding: str = "json"  # "base64": query.vector_b64 instead of a float list
 
 
 @dataclass(frozen=True)
@@ -90,7 +82,7 @@ def run_serve_bench(options: ServeBenchOptions, log: Callable[[str], None]) -> l
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         index_dir = Path(tmp)
         servers = [
-            start_server(code.label, code.folder, index_dir, options.base_port + i, options.server)
+            start_server(code, index_dir, options.base_port + i, options.server)
             for i, code in enumerate(codes)
         ]
         encodings = {code.label: code.vector_encoding for code in codes}

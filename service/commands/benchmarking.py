@@ -9,31 +9,39 @@ from typing import TYPE_CHECKING
 from service.commands import CommandInputError
 
 if TYPE_CHECKING:
-    from service.benchmarks.serve import Code, ServeBenchOptions
+    from service.benchmarks.load import Code
+    from service.benchmarks.serve import ServeBenchOptions
 
 VECTOR_ENCODINGS = ("json", "base64")
+HTTP_STACKS = ("auto", "h11", "httptools")
 # A row's own keys (service.benchmarks.serve): a --code label is a key beside them.
 ROW_KEYS = {"raw", "ceiling", "chroma", "size", "factory", "c", "build_s", "recall_at_10"}
 
 
 def parse_codes(values: list[str], default_encoding: str) -> list[Code]:
-    """``LABEL[:ENCODING]=DIR``: each DIR a checkout whose ``mmsearch serve`` is measured,
-    sent vectors as ENCODING (json or base64; ``--vector-encoding`` when not given)."""
-    from service.benchmarks.serve import Code
+    """``LABEL[:ENCODING[:HTTP]]=DIR``: each DIR a checkout whose ``mmsearch serve`` is
+    measured, sent vectors as ENCODING (json or base64; ``--vector-encoding`` when not
+    given), on the HTTP stack ``MMSEARCH_HTTP=HTTP`` (when given: one checkout, two stacks)."""
+    from service.benchmarks.load import Code
 
     codes = []
     for value in values:
         name, sep, path = value.partition("=")
-        label, _, encoding = name.partition(":")
+        label, _, rest = name.partition(":")
+        encoding, _, http = rest.partition(":")
         if not sep or not label or not path:
-            raise CommandInputError(f"--code takes LABEL[:ENCODING]=DIR, got {value!r}")
+            raise CommandInputError(f"--code takes LABEL[:ENCODING[:HTTP]]=DIR, got {value!r}")
         encoding = encoding or default_encoding
         if encoding not in VECTOR_ENCODINGS:
             raise CommandInputError(f"--code {label}: the encoding is one of json, base64")
+        if http and http not in HTTP_STACKS:
+            raise CommandInputError(
+                f"--code {label}: the HTTP stack is one of auto, h11, httptools"
+            )
         folder = Path(path).resolve()
         if not (folder / "service" / "cli.py").is_file():
             raise CommandInputError(f"--code {label}: {folder} holds no service/cli.py")
-        codes.append(Code(label, folder, encoding))
+        codes.append(Code(label, folder, encoding, http or None))
     if len({code.label for code in codes}) != len(codes):
         raise CommandInputError("--code labels must differ")
     for label in (code.label for code in codes):

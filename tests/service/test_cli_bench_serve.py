@@ -23,14 +23,14 @@ def test_bench_serve_writes_service_raw_and_recall(
     out = tmp_path / "serve.json"
     args = ["bench", "serve", "--sizes", "500", "--factories", "Flat", "--concurrency", "1"]
     args += ["--seconds", "0.5", "--dim", "32", "--base-port", "18791", "--json", str(out)]
-    args += ["--code", f"service={CHECKOUT}", "--code", f"b64:base64={CHECKOUT}"]
+    args += ["--code", f"service={CHECKOUT}", "--code", f"b64:base64:h11={CHECKOUT}"]
     code = main([*args, "--server-module", "tests.e2e.tiny_mmsearch"])
 
     assert code == 0
     (row,) = json.loads(out.read_text(encoding="utf-8"))
     assert (row["size"], row["factory"], row["c"]) == (500, "Flat", 1)
     # Flat is exact: the service over HTTP must find exactly what exact search finds,
-    # sent a JSON float list or base64 float32 alike.
+    # sent a JSON float list or base64 float32 alike, on either HTTP stack.
     assert row["recall_at_10"] == {"raw": 1.0, "service": 1.0, "b64": 1.0}
     cells = [row["raw"], row["service"], row["b64"], *row["ceiling"].values()]
     assert len(cells) == 5
@@ -45,8 +45,9 @@ def test_bench_serve_writes_service_raw_and_recall(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--code", "nolabel"], "--code takes LABEL[:ENCODING]=DIR"),
+        (["--code", "nolabel"], "--code takes LABEL[:ENCODING[:HTTP]]=DIR"),
         (["--code", "x:hex=."], "--code x: the encoding is one of json, base64"),
+        (["--code", "x:json:h2=."], "--code x: the HTTP stack is one of"),
         (["--code", "raw=."], "names a column"),
         (["--sizes", "0"], "--sizes must be at least 10"),
         (["--vector-encoding", "hex"], "--vector-encoding is one of json, base64"),
