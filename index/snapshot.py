@@ -40,6 +40,7 @@ from index.layout import (
 from index.manifest import Manifest
 from index.prototypes import ClassMatch, PrototypeTable
 from index.ranking import RankedRows, Ranking, RowScorer
+from index.set_search import SetRows
 from index.vector_index import DimensionMismatchError, SearchableIndex, VectorIndex, as_matrix
 from models.encoders.base import l2_normalize
 
@@ -130,6 +131,7 @@ class Snapshot:
         catalog: Catalog,
         vectors: np.ndarray,
         prototypes: PrototypeTable | None = None,
+        sets: SetRows | None = None,
     ) -> None:
         self.path = path
         self.manifest = manifest
@@ -137,6 +139,7 @@ class Snapshot:
         self.catalog = catalog
         self.vectors = vectors
         self.prototypes = prototypes or PrototypeTable.empty(manifest.dim, manifest.n_vectors)
+        self.sets = sets  # DivE set rows, apart from the index (None: built without a set head)
         self._lease: SnapshotLease | None = None
 
     @property
@@ -192,6 +195,7 @@ class Snapshot:
             index = _open_index(path, manifest, backend or IndexBackend())
             vectors = np.load(path / VECTORS_FILE, mmap_mode="r")
             catalog = Catalog.open(path / CATALOG_FILE)
+            sets = SetRows.load(path)
         except (OSError, RuntimeError, ValueError, sqlite3.Error) as exc:
             raise CorruptSnapshotError(f"snapshot {path} cannot be loaded: {exc}") from exc
         _check_consistent(path, manifest, index, catalog, vectors)
@@ -202,7 +206,7 @@ class Snapshot:
             raise
         if use_gpu and isinstance(index, VectorIndex):
             index.enable_gpu()
-        return cls(path, manifest, index, catalog, vectors, prototypes)
+        return cls(path, manifest, index, catalog, vectors, prototypes, sets)
 
     def close(self) -> None:
         """Release the catalog connection and the lease; other resources go with the
@@ -264,6 +268,27 @@ class Snapshot:
         hits = self._best_items(unit_query, k, allowed, frozenset(exclude_ids), scorer)
         items = self.catalog.describe_items([h.item_id for h in hits])
         return [self._match(hit, rank, items[hit.item_id]) for rank, hit in enumerate(hits, 1)]
+
+    def search_sets(
+        self, query_set: np.ndarray, k: int, exclude_ids: Collection[str] = ()
+    ) -> list[ItemMatch]:
+        """Best k items for a (K, dim) query set by smooth-Chamfer over their set rows
+        (:mod:`index.set_search`); ranks 1..k, best first. InvalidQueryError when the
+        snapshot has no set rows, k < 1 or the query set is not finite and non-zero."""
+        if self.sets is None:
+            raise InvalidQueryError(f"snapshot {self.version} has no set rows")
+        if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
+            raise InvalidQueryError(f"k must be a positive integer, got {k!r}")
+        matrix = as_matrix(query_set, self.dim)
+        if not np.all(np.isfinite(matrix)) or not np.all(matrix.any(axis=1)):
+            raise InvalidQueryError("query set vectors must be finite and non-zero")
+        hits = self.sets.search(matrix, int(k), exclude_ids)
+        items = self.catalog.describe_items([h.item_id for h in hits])
+        described = [(hit, items[hit.item_id]) for hit in hits]
+        return [
+            ItemMatch(hit.item_id, hit.score, rank, hit.kind, item.metadata, item.label)
+            for rank, (hit, item) in enumerate(described, 1)
+        ]
 
     def _match(self, hit: _Hit, rank: int, item: ItemSummary) -> ItemMatch:
         hybrid = not np.isnan(hit.class_score)

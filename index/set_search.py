@@ -1,0 +1,187 @@
+"""Set rows (DivE): K vectors per item set, searched apart from the single-vector index.
+
+A bundle with a set head gives an item a *set* of K vectors per modality (kind
+``image_set``, ``text_set``, ``recipe_set``; :func:`set_kind`). They are stored in
+files of their own in the snapshot, beside the single-vector index, not as rows of
+``index.faiss``: so a plain search can never return them, and nothing that reads
+``vectors.npy`` (prototypes, item changes, re-use) has to learn to skip them.
+
+- ``set_vectors.npy``: (sets x K, dim) float32, each set's K rows one after another;
+- ``set_rows.json``: the slot count K and, per set, its item id and kind;
+- ``set_index.faiss``: a FAISS index over those rows (the build chooses the factory).
+
+Search with a query set (Kq, dim): each query vector fetches its nearest set rows,
+the sets they belong to are gathered (the union), and those candidates are
+re-scored with the exact smooth-Chamfer similarity
+(:func:`models.set_similarity.smooth_chamfer`). An item's score is its best set's.
+The gathering is approximate, as any two-stage search is: an item none of whose
+rows is near any query vector is not re-scored. The index holds K times the rows of
+one vector per set, so it is about K times bigger than the single-vector one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from index.layout import atomic_write_text
+from index.vector_index import VectorIndex, as_matrix
+from models.encoders.base import l2_normalize
+from models.set_similarity import DEFAULT_ALPHA, smooth_chamfer
+
+SET_VECTORS_FILE = "set_vectors.npy"
+SET_ROWS_FILE = "set_rows.json"
+SET_INDEX_FILE = "set_index.faiss"
+SET_KIND_SUFFIX = "_set"
+SET_KNOBS = frozenset({"ef_search", "nprobe"})
+# Rows each query vector fetches per wanted item: an item brings up to K rows per set.
+_FETCH_MARGIN = 16
+
+
+def set_kind(kind: str) -> str:
+    """The kind of the set rows made from an item's ``kind`` rows (``image`` -> ``image_set``)."""
+    return kind + SET_KIND_SUFFIX
+
+
+class SetRowsError(ValueError):
+    """Set rows that are malformed or inconsistent with each other."""
+
+
+@dataclass(frozen=True)
+class SetHit:
+    item_id: str
+    score: float  # smooth-Chamfer of the query set and the item's best set
+    kind: str  # that set's kind
+
+
+class SetRows:
+    """An item-set table: ``entries[i] = (item_id, kind)`` owns rows i*K .. i*K+K-1."""
+
+    def __init__(
+        self,
+        entries: Sequence[tuple[str, str]],
+        slots: int,
+        vectors: np.ndarray,
+        index: VectorIndex,
+    ) -> None:
+        if (
+            slots < 1
+            or vectors.shape[0] != len(entries) * slots
+            or index.ntotal != vectors.shape[0]
+        ):
+            raise SetRowsError(
+                f"{len(entries)} sets of {slots} slots do not fit {vectors.shape[0]} vectors "
+                f"and {index.ntotal} index rows"
+            )
+        self.entries = list(entries)
+        self.slots = slots
+        self.vectors = vectors
+        self.index = index
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @classmethod
+    def write(
+        cls,
+        directory: Path,
+        entries: Sequence[tuple[str, str]],
+        sets: np.ndarray,
+        factory: str = "Flat",
+        knobs: Mapping[str, int] | None = None,
+    ) -> SetRows:
+        """Save (sets, K, dim) vectors of ``entries`` into ``directory`` and return them,
+        searchable. ``factory`` is a FAISS factory string for the set rows' index and
+        ``knobs`` its search knobs (``ef_search``, ``nprobe``): the build passes the main
+        index's tuned ones. The set index is not tuned on its own rows: the K slots of a
+        set sit close together, so tuning's perturbed-row queries (moved by the distance
+        to the nearest other row, a sibling slot) judge it far harder than real queries,
+        and the exact re-score only needs the candidates gathered."""
+        if sets.ndim != 3 or sets.shape[0] != len(entries):
+            raise SetRowsError(f"expected ({len(entries)}, K, dim) set vectors, got {sets.shape}")
+        rows = np.ascontiguousarray(sets.reshape(-1, sets.shape[2]), dtype=np.float32)
+        index = VectorIndex.create(rows.shape[1], factory)
+        if index.needs_training:
+            index.train(rows)
+        index.add(rows)
+        knobs = {name: int(value) for name, value in (knobs or {}).items()}
+        _apply_knobs(index, knobs)
+        index.save(directory / SET_INDEX_FILE)
+        np.save(directory / SET_VECTORS_FILE, rows)
+        meta = {"slots": int(sets.shape[1]), "knobs": knobs, "entries": [list(e) for e in entries]}
+        atomic_write_text(directory / SET_ROWS_FILE, json.dumps(meta, ensure_ascii=False))
+        return cls(entries, int(sets.shape[1]), rows, index)
+
+    @classmethod
+    def load(cls, directory: Path) -> SetRows | None:
+        """The snapshot's set rows; None when it has none (built without a set head)."""
+        if not (directory / SET_ROWS_FILE).is_file():
+            return None
+        try:
+            meta = json.loads((directory / SET_ROWS_FILE).read_text(encoding="utf-8"))
+            entries = [(str(item_id), str(kind)) for item_id, kind in meta["entries"]]
+            vectors = np.load(directory / SET_VECTORS_FILE, mmap_mode="r")
+            index = VectorIndex.load(directory / SET_INDEX_FILE)
+            _apply_knobs(index, meta.get("knobs", {}))
+            return cls(entries, int(meta["slots"]), vectors, index)
+        except (OSError, RuntimeError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise SetRowsError(f"set rows in {directory} cannot be loaded: {exc}") from exc
+
+    def search(
+        self,
+        query_set: np.ndarray,
+        k: int,
+        exclude: Collection[str] = (),
+        alpha: float = DEFAULT_ALPHA,
+    ) -> list[SetHit]:
+        """The k items whose best set is most smooth-Chamfer-similar to ``query_set``
+        (Kq, dim), best first."""
+        query = l2_normalize(as_matrix(query_set, self.dim))
+        candidates = self._gather(query, k)
+        if candidates.size == 0:
+            return []
+        sets = np.asarray(self.vectors[_set_rows(candidates, self.slots)], dtype=np.float32)
+        scores = smooth_chamfer(
+            torch.from_numpy(query), torch.from_numpy(sets.reshape(-1, self.slots, self.dim)), alpha
+        ).numpy()
+        return self._best_per_item(candidates, scores, k, frozenset(exclude))
+
+    def _gather(self, query: np.ndarray, k: int) -> np.ndarray:
+        """Sorted set numbers that any query vector's nearest rows belong to."""
+        fetch = min(self.index.ntotal, self.slots * (k + _FETCH_MARGIN))
+        if fetch == 0:
+            return np.empty((0,), np.int64)
+        _, rows = self.index.search(query, fetch)
+        return np.unique(rows[rows >= 0] // self.slots)
+
+    def _best_per_item(
+        self, candidates: np.ndarray, scores: np.ndarray, k: int, exclude: frozenset[str]
+    ) -> list[SetHit]:
+        best: dict[str, SetHit] = {}
+        for at in np.argsort(-scores, kind="stable"):
+            item_id, kind = self.entries[int(candidates[at])]
+            if item_id in exclude or item_id in best:
+                continue
+            best[item_id] = SetHit(item_id, float(scores[at]), kind)
+            if len(best) == k:
+                break
+        return list(best.values())
+
+
+def _apply_knobs(index: VectorIndex, knobs: Mapping[str, int]) -> None:
+    unknown = set(knobs) - SET_KNOBS
+    if unknown:
+        raise SetRowsError(f"unknown set index knobs {sorted(unknown)}")
+    for name, value in knobs.items():
+        setattr(index, name, int(value))
+
+
+def _set_rows(sets: np.ndarray, slots: int) -> np.ndarray:
+    """Row numbers of the given sets, each set's K rows in order."""
+    return (sets[:, None] * slots + np.arange(slots)[None, :]).reshape(-1)
