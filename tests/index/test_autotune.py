@@ -145,6 +145,25 @@ def test_a_higher_target_never_gets_a_smaller_ef_search():
     assert chosen[0] < chosen[-1]  # the data is hard enough for the target to matter
 
 
+def test_a_rung_whose_mean_only_touches_the_target_is_not_enough():
+    # The target is exactly the mean recall efSearch 32 gets on the tuning queries. The
+    # mean is an estimate: a rung is taken only when its lower confidence bound reaches
+    # the target, so tuning must climb past 32 (it stopped there when the mean sufficed).
+    rows = unit_rows(4000, 64)
+    index = hnsw_index(rows)
+    policy = TuningPolicy(n_queries=200)
+    queries = perturbed_queries(rows, policy.n_queries, policy.seed, policy.query_noise)
+    index.ef_search = 32
+    mean_at_32 = recall_at_k(index.search(queries, 10)[1], exact_top_k(rows, queries, 10))
+    assert 0.5 < mean_at_32 < 0.99  # hard enough that queries differ
+
+    tuning = tune(index, rows, TuningPolicy(target_recall=mean_at_32, n_queries=200))
+
+    assert tuning.ef_search is not None and tuning.ef_search > 32
+    assert tuning.recall_lower_bound >= mean_at_32
+    assert tuning.recall_at_10 > tuning.recall_lower_bound  # the margin is real
+
+
 def test_ivf_is_tuned_by_nprobe():
     rows = unit_rows(3000, 32)
     index = VectorIndex.create(32, "IVF32,Flat")
