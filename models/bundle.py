@@ -11,7 +11,9 @@ whose fingerprint differs from the one trained on, and returns a
 The fingerprint hashes the base fingerprint, the config and the weights, so
 snapshots built with one bundle refuse another. Trained re-rankers
 (:mod:`models.rerank`, ``rerankers`` in ``bundle.json``) change no vector and stay
-out of the fingerprint, as the confidence curves do.
+out of the fingerprint, as the confidence curves do. So do DivE set heads
+(``set_heads``, :mod:`models.set_head`): they add set vectors beside the single ones
+and change none of those.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from models.encoders.base import l2_normalize
 from models.files import atomic_write, save_state_dict, sha256_of_file
 from models.joint import MODALITIES, JointConfig, JointModel, pad_recipes
 from models.rerank import RERANKERS, SGRAF, Reranker
+from models.set_encoding import SetEncoder
+from models.set_head import SET_MODALITIES, SetHead, load_set_head, save_set_head
 from models.sgraf import Sgraf, load_sgraf, save_sgraf
 from models.towers import OfflineTowers, Towers, load_towers
 from models.types import Recipe
@@ -129,6 +133,10 @@ def export_bundle(src: Path, dst: Path, *, half: bool = True) -> Path:
         save_state_dict(dst / sgraf.name, load_file(str(sgraf)), half=half)
         entry["weights_sha256"] = sha256_of_file(dst / sgraf.name)
         meta["rerankers"] = {**meta["rerankers"], SGRAF: entry}
+    for modality, entry in meta.get("set_heads", {}).items():
+        head = _checked_weights(src, str(entry["weights"]), entry.get("weights_sha256"))
+        save_state_dict(dst / head.name, load_file(str(head)), half=half)
+        meta["set_heads"][modality] = {**entry, "weights_sha256": sha256_of_file(dst / head.name)}
     meta["weights_dtype"] = "float16" if half else "float32"
     _write_meta(dst, meta)
     return dst
@@ -152,6 +160,26 @@ def write_sgraf(path: Path, model: Sgraf, *, half: bool = False) -> None:
     entry = save_sgraf(Path(path), model, half=half)
     meta["rerankers"] = {**meta.get("rerankers", {}), SGRAF: entry}
     _write_meta(Path(path), meta)
+
+
+def write_set_heads(path: Path, heads: dict[str, SetHead], *, half: bool = False) -> None:
+    """Add (or replace) the bundle's DivE set heads by modality (float16 with ``half``, as
+    shipped); the fingerprint stays, since no single vector changes."""
+    meta = read_bundle_meta(Path(path))
+    entries = {m: save_set_head(Path(path), m, head, half=half) for m, head in heads.items()}
+    meta["set_heads"] = {**meta.get("set_heads", {}), **entries}
+    _write_meta(Path(path), meta)
+
+
+def read_set_heads(path: Path, meta: dict[str, Any], device: str) -> dict[str, SetHead]:
+    entries = meta.get("set_heads", {})
+    unknown = sorted(set(entries) - set(SET_MODALITIES))
+    if unknown:
+        raise BundleError(f"{path / CONFIG_FILE}: set heads for unknown modalities {unknown}")
+    try:
+        return {m: load_set_head(path, entry, device) for m, entry in entries.items()}
+    except (KeyError, ValueError) as exc:
+        raise BundleError(f"bundle {path}: {exc}") from exc
 
 
 def read_rerankers(path: Path, meta: dict[str, Any], device: str) -> dict[str, Reranker]:
@@ -259,7 +287,13 @@ def load_bundle(path: Path, device: str = "cpu", towers: Towers | None = None) -
             raise BundleError(f"bundle {path}: image_size needs the offline base")
         towers = towers.with_image_size(image_size)
     rerankers = read_rerankers(path, meta, towers.device)
-    return BundleEncoder(path, meta, load_joint_model(path, meta), towers, rerankers)
+    set_heads = read_set_heads(path, meta, towers.device)
+    encoder = BundleEncoder(path, meta, load_joint_model(path, meta), towers, rerankers)
+    try:
+        encoder.sets = SetEncoder(encoder, set_heads) if set_heads else None
+    except ValueError as exc:
+        raise BundleError(f"bundle {path}: {exc}") from exc
+    return encoder
 
 
 def _with_tuned_top(path: Path, tower: dict[str, Any], towers: Towers) -> Towers:
@@ -291,6 +325,7 @@ class BundleEncoder:
     ):
         self.path = path
         self.rerankers = rerankers or {}
+        self.sets: SetEncoder | None = None  # K vectors per item, when it has set heads
         self.meta = meta
         self.model = model.to(towers.device)
         self.towers = towers

@@ -22,11 +22,17 @@ Training (smooth-Chamfer contrastive loss and the diversity regulariser) is in
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
+
+from models.files import save_state_dict, sha256_of_file
 
 
 @dataclass(frozen=True)
@@ -96,3 +102,40 @@ class SetHead(nn.Module):
         updates = torch.einsum("bkl,bld->bkd", weights, values)
         slots = self.gru(updates.reshape(b * k, d), slots.reshape(b * k, d)).reshape(b, k, d)
         return slots + self.mlp(slots)
+
+
+# --------------------------------------------------------------------------- bundle I/O
+
+# A bundle may carry one head per modality: "image" (over image regions) and "text"
+# (over word n-gram vectors; recipes use it too, over their title and ingredients).
+SET_MODALITIES = ("image", "text")
+
+
+def save_set_head(
+    directory: Path, modality: str, head: SetHead, *, half: bool = False
+) -> dict[str, Any]:
+    """Write one head's weights (float16 with ``half``) into a bundle directory; returns its
+    ``bundle.json`` entry."""
+    if modality not in SET_MODALITIES:
+        raise ValueError(f"set heads are for {SET_MODALITIES}, not {modality!r}")
+    weights = directory / f"set_head_{modality}.safetensors"
+    save_state_dict(weights, head.state_dict(), half=half)
+    return {
+        "config": head.config.to_dict(),
+        "weights": weights.name,
+        "weights_sha256": sha256_of_file(weights),
+    }
+
+
+def load_set_head(directory: Path, entry: Mapping[str, Any], device: str) -> SetHead:
+    """The head a bundle's ``set_heads`` entry describes; ValueError on missing or changed
+    weights, or weights that do not fit the config."""
+    weights = directory / str(entry["weights"])
+    if not weights.is_file() or sha256_of_file(weights) != entry.get("weights_sha256"):
+        raise ValueError(f"set head weights {weights} are missing or do not match their sha256")
+    try:
+        head = SetHead(SetHeadConfig(**entry["config"]))
+        head.load_state_dict(load_file(str(weights)), strict=True)  # float16 loads as float32
+    except (TypeError, RuntimeError) as exc:
+        raise ValueError(f"set head weights {weights} do not fit their config: {exc}") from exc
+    return head.to(device).eval()

@@ -1,0 +1,98 @@
+"""An item's K set vectors (DivE) from a bundle's set heads (:mod:`models.set_head`).
+
+- image: the ``image`` head over the photo's regions (cells of the offline image
+  tower's last feature map, :meth:`models.towers.OfflineTowers.image_regions`) plus its
+  joint vector. Other bases expose no regions: the head then sees the joint vector alone;
+- text: the ``text`` head over the joint vectors of the text's word n-grams
+  (:func:`models.rerank.word_ngrams`: the packaged e5 exposes no token states) plus
+  the text's joint vector;
+- recipe: the ``text`` head over the n-grams of its title and ingredients plus the
+  recipe's joint vector.
+
+Each set is (K, dim), unit rows. An untrained head gives K copies of the joint vector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models.rerank import word_ngrams
+from models.set_head import SetHead
+from models.towers import OfflineTowers, Towers
+from models.types import Recipe
+
+
+class JointEncoder(Protocol):
+    """What set encoding needs of a bundle encoder (one vector per input)."""
+
+    @property
+    def towers(self) -> Towers: ...
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_recipes(self, recipes: Sequence[Recipe]) -> np.ndarray: ...
+
+
+class SetEncoder:
+    """K vectors per image, text or recipe, from a bundle's heads by modality."""
+
+    def __init__(self, encoder: JointEncoder, heads: Mapping[str, SetHead]) -> None:
+        slots = {head.config.slots for head in heads.values()}
+        if len(slots) != 1:
+            raise ValueError(f"a bundle's set heads must share one slot count, got {slots}")
+        self.encoder = encoder
+        self.heads = dict(heads)
+        self.slots = slots.pop()
+
+    def has(self, modality: str) -> bool:
+        return modality in self.heads
+
+    def image_sets(self, images: Sequence[Image.Image]) -> np.ndarray:
+        head = self.heads["image"]
+        whole = self.encoder.encode_images(images)
+        towers = self.encoder.towers
+        if isinstance(towers, OfflineTowers):
+            regions = towers.image_regions(images).astype(np.float32)
+        else:
+            regions = np.zeros((len(images), 0, head.config.local_dim), np.float32)
+        return self._run(head, regions, None, whole)
+
+    def text_sets(self, texts: Sequence[str]) -> np.ndarray:
+        return self._over_ngrams(list(texts), self.encoder.encode_texts(texts))
+
+    def recipe_sets(self, recipes: Sequence[Recipe]) -> np.ndarray:
+        sources = [" ".join((r.title, *r.ingredients)) for r in recipes]
+        return self._over_ngrams(sources, self.encoder.encode_recipes(recipes))
+
+    def _over_ngrams(self, texts: list[str], whole: np.ndarray) -> np.ndarray:
+        grams = [word_ngrams(text) for text in texts]
+        vectors = self.encoder.encode_texts([g for each in grams for g in each])
+        longest = max((len(each) for each in grams), default=0)
+        parts = np.zeros((len(texts), longest, whole.shape[1]), np.float32)
+        mask = np.zeros((len(texts), longest), bool)
+        at = 0
+        for i, each in enumerate(grams):
+            parts[i, : len(each)], mask[i, : len(each)] = vectors[at : at + len(each)], True
+            at += len(each)
+        return self._run(self.heads["text"], parts, mask, whole)
+
+    def _run(
+        self, head: SetHead, local: np.ndarray, mask: np.ndarray | None, whole: np.ndarray
+    ) -> np.ndarray:
+        if len(whole) == 0:
+            return np.empty((0, self.slots, whole.shape[1]), np.float32)
+        device = next(head.parameters()).device
+        with torch.inference_mode():
+            out = head(
+                torch.from_numpy(np.ascontiguousarray(local)).to(device),
+                None if mask is None else torch.from_numpy(mask).to(device),
+                torch.from_numpy(np.ascontiguousarray(whole, dtype=np.float32)).to(device),
+            )
+        return out.float().cpu().numpy()
