@@ -71,6 +71,7 @@ from index.manifest import Manifest
 from index.milvus_index import MILVUS_FACTORY
 from index.prototypes import PrototypeOptions, PrototypeTable, build_prototype_table
 from index.reuse import LiveVectors, live_vectors
+from index.set_build import SetSpool, finish_set_rows, set_encoder_of
 from index.snapshot import CATALOG_FILE, INDEX_FILE, VECTORS_FILE
 from index.spool import NpySpool
 from index.vector_index import VectorIndex
@@ -173,6 +174,8 @@ def _encode_catalog(
     seen: set[str] = set()
     writer = CatalogWriter(staging / CATALOG_FILE)
     spool = NpySpool(staging / VECTORS_FILE, encoder.dim)
+    sets = set_encoder_of(encoder)
+    set_spool = SetSpool(staging, sets, encoder.dim) if sets is not None else None
     bar = tqdm(total=options.total, unit="item", desc="indexing", file=sys.stderr, disable=None)
     try:
         if options.progress is not None:
@@ -181,6 +184,9 @@ def _encode_catalog(
             check_unique(batch, seen)
             encoded = encode_batch(batch, encoder, options.max_image_pixels, live)
             store_batch(batch, encoded, writer, spool, counts)
+            if set_spool is not None:
+                stored = {item_id for item_id, _ in encoded.rows}
+                set_spool.add_batch(batch, stored, options.max_image_pixels)
             bar.update(len(batch))
             if options.progress is not None:
                 options.progress(counts.records, options.total)
@@ -189,10 +195,14 @@ def _encode_catalog(
             counts.changes.items_removed = live.n_items - counts.kept_from_live
             counts.reused_from = live.version if counts.changes.items_reused else None
         writer.finish()
+        if set_spool is not None:
+            set_spool.finish()
         return counts, spool.finish()
     finally:
         bar.close()
         spool.close()
+        if set_spool is not None:
+            set_spool.close()
         writer.abort()
 
 
@@ -366,6 +376,7 @@ def _write_snapshot(
     else:
         factory = resolve_factory(factory, int(vectors.shape[0]), encoder.dim, policy)
         tuned = _write_index(staging, vectors, factory, policy)
+        finish_set_rows(staging, policy, tuned)  # when the build spooled set rows
     return Manifest(
         version=version,
         model_fingerprint=encoder.fingerprint,

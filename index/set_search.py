@@ -39,6 +39,8 @@ SET_ROWS_FILE = "set_rows.json"
 SET_INDEX_FILE = "set_index.faiss"
 SET_KIND_SUFFIX = "_set"
 SET_KNOBS = frozenset({"ef_search", "nprobe"})
+_ADD_CHUNK_ROWS = 65_536
+_MAX_TRAINING_ROWS = 200_000
 # Rows each query vector fetches per wanted item: an item brings up to K rows per set.
 _FETCH_MARGIN = 16
 
@@ -106,17 +108,32 @@ class SetRows:
         if sets.ndim != 3 or sets.shape[0] != len(entries):
             raise SetRowsError(f"expected ({len(entries)}, K, dim) set vectors, got {sets.shape}")
         rows = np.ascontiguousarray(sets.reshape(-1, sets.shape[2]), dtype=np.float32)
+        np.save(directory / SET_VECTORS_FILE, rows)
+        return cls.index_written(directory, entries, int(sets.shape[1]), factory, knobs)
+
+    @classmethod
+    def index_written(
+        cls,
+        directory: Path,
+        entries: Sequence[tuple[str, str]],
+        slots: int,
+        factory: str = "Flat",
+        knobs: Mapping[str, int] | None = None,
+    ) -> SetRows:
+        """Index the rows already in ``directory``'s ``set_vectors.npy`` (a build spools
+        them there as it encodes) and write ``set_rows.json``; see :meth:`write`."""
+        rows = np.load(directory / SET_VECTORS_FILE, mmap_mode="r")
         index = VectorIndex.create(rows.shape[1], factory)
         if index.needs_training:
-            index.train(rows)
-        index.add(rows)
+            index.train(np.asarray(rows[:_MAX_TRAINING_ROWS]))
+        for start in range(0, rows.shape[0], _ADD_CHUNK_ROWS):
+            index.add(np.asarray(rows[start : start + _ADD_CHUNK_ROWS]))
         knobs = {name: int(value) for name, value in (knobs or {}).items()}
         _apply_knobs(index, knobs)
         index.save(directory / SET_INDEX_FILE)
-        np.save(directory / SET_VECTORS_FILE, rows)
-        meta = {"slots": int(sets.shape[1]), "knobs": knobs, "entries": [list(e) for e in entries]}
+        meta = {"slots": slots, "knobs": knobs, "entries": [list(e) for e in entries]}
         atomic_write_text(directory / SET_ROWS_FILE, json.dumps(meta, ensure_ascii=False))
-        return cls(entries, int(sets.shape[1]), rows, index)
+        return cls(entries, slots, rows, index)
 
     @classmethod
     def load(cls, directory: Path) -> SetRows | None:
