@@ -12,6 +12,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -28,6 +29,9 @@ from service.batching import EncodeBatcher, Kind
 from service.errors import InvalidQueryError
 from service.limits import check_base64_size
 from service.schemas import EmbedInput
+
+if TYPE_CHECKING:  # it imports torch, which the service does not need at start
+    from models.set_encoding import SetEncoder
 
 Decoded = str | Image.Image | Recipe
 
@@ -76,6 +80,24 @@ class Embedder:
             for modality in {item.modality for item in inputs}
         }
         return await run_in_threadpool(self._fuse, parts)
+
+    async def embed_set(self, term: EmbedInput) -> np.ndarray:
+        """(K, dim) DivE set vectors of one text, image or recipe input, from the bundle's
+        set heads (:mod:`models.set_encoding`); InvalidQueryError for a model without."""
+        sets = getattr(self.encoder, "sets", None)
+        if sets is None:
+            raise InvalidQueryError("the model served has no set head")
+        self._check_text_size([term])
+        decoded = await run_in_threadpool(self._decode, term)
+        return await run_in_threadpool(self._set_of, sets, decoded)
+
+    def _set_of(self, sets: SetEncoder, decoded: Decoded) -> np.ndarray:
+        with self.lock:  # the set heads run the encoder's towers
+            if isinstance(decoded, str):
+                return sets.text_sets([decoded])[0]
+            if isinstance(decoded, Recipe):
+                return sets.recipe_sets([decoded])[0]
+            return sets.image_sets([decoded])[0]
 
     async def embed_image_bytes(self, data: bytes) -> np.ndarray:
         """A (1, dim) row for raw image bytes (a multipart upload)."""

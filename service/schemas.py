@@ -379,6 +379,14 @@ class SearchRequest(_Strict):
         description="Re-rank the top candidates with a trained re-ranker (off by default)",
         examples=[{"model": "sgraf", "top": 50}],
     )
+    similarity: Literal["single", "set"] = Field(
+        "single",
+        description=(
+            "'single': one vector per item (the default). 'set': DivE, K vectors per item "
+            "compared by smooth-Chamfer; needs a bundle with a trained set head and a "
+            "snapshot built with it (food-v1 has none: 422). Text, image or recipe queries"
+        ),
+    )
 
 
 class Match(BaseModel):

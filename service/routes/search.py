@@ -36,6 +36,7 @@ from service.searching import (
     parse_kinds,
     search,
 )
+from service.set_searching import check_set_search, search_sets
 from service.state import AppState
 
 router = APIRouter(prefix="/search", tags=["search"])
@@ -82,8 +83,11 @@ async def search_json(
         state.settings.max_k,
     )
     settings = state.settings
-    # Refused before any embedding work when the model cannot re-rank.
+    # Refused before any embedding work when the model cannot re-rank or has no sets.
     model_name = model_display_name(settings.model)
+    if body.similarity == "set":
+        check_set_search(body, embedder.encoder, snapshot, model_name)
+        return await search_sets(body, snapshot, embedder, started)
     reranker = reranker_for(embedder.encoder, body.rerank, model_name, settings.max_k)
     queried = query_vector(body.query, embedder, snapshot, settings.max_inputs)
     if reranker is None:  # awaited directly: gather would wrap it in a task, a loop round more
