@@ -227,3 +227,25 @@ def test_old_manifests_without_tuning_fields_still_load(ann_snapshot, tmp_path):
     assert snap.manifest.ef_search is None and snap.manifest.recall_at_10 is None
     assert snap.index.ef_search == DEFAULT_EF_SEARCH
     assert len(snap.search(snap.vectors[0], 5)) == 5
+
+
+def test_an_hnsw_graph_gets_its_rows_in_one_add_and_flat_in_chunks(monkeypatch, tmp_path):
+    # FAISS built a much worse HNSW graph from chunks (index/build.py _add_rows): at 100k
+    # rows too slow to test here, so this checks the calls with a tiny chunk size.
+    import index.build as build
+
+    sizes: list[int] = []
+    real_add = VectorIndex.add
+    monkeypatch.setattr(build, "_COPY_CHUNK_ROWS", 100)
+    monkeypatch.setattr(
+        VectorIndex, "add", lambda self, v: (sizes.append(len(v)), real_add(self, v))
+    )
+    records = text_records(250)
+    policy = TuningPolicy(target_recall=0.5)
+
+    build_snapshot(records, TinyEncoder(dim=16), tmp_path / "h", factory="HNSW8", tuning=policy)
+    hnsw_sizes, sizes[:] = list(sizes), []
+    build_snapshot(records, TinyEncoder(dim=16), tmp_path / "f", factory="Flat", tuning=policy)
+
+    assert hnsw_sizes == [250]
+    assert sizes == [100, 100, 50]
