@@ -32,7 +32,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import faiss
 import numpy as np
 from tqdm import tqdm
 
@@ -75,7 +74,7 @@ from index.reuse import LiveVectors, live_vectors
 from index.set_build import SetSpool, finish_set_rows, set_encoder_of
 from index.snapshot import CATALOG_FILE, INDEX_FILE, VECTORS_FILE
 from index.spool import NpySpool
-from index.vector_index import VectorIndex
+from index.vector_index import VectorIndex, add_rows
 from models.encoders.base import Encoder
 from models.images import DEFAULT_MAX_PIXELS
 from models.types import CatalogRecord, ProgressCallback
@@ -128,19 +127,6 @@ def _write_prototypes(
     return table
 
 
-def _add_rows(index: VectorIndex, vectors: np.ndarray) -> None:
-    """All of ``vectors`` into ``index``, a chunk of rows at a time so a memory-mapped
-    catalog is never copied whole, except into an HNSW graph: FAISS built a much worse
-    graph from chunks. At 100k clustered 384-d rows, HNSW32 added as 65,536 + 34,464
-    rows found 0.929 of the true top-10 of new queries at efSearch 64 (0.943 at 256),
-    added in one call 0.983 (0.992); see docs/index_choice.md. HNSW keeps a full copy of
-    the vectors anyway, so the one-call copy costs no more than the index itself."""
-    graph = isinstance(faiss.downcast_index(index.faiss_index), faiss.IndexHNSW)
-    step = max(vectors.shape[0], 1) if graph else _COPY_CHUNK_ROWS
-    for start in range(0, vectors.shape[0], step):
-        index.add(np.asarray(vectors[start : start + step]))
-
-
 def _write_index(staging: Path, vectors: np.ndarray, factory: str, policy: TuningPolicy) -> Tuning:
     """Build, tune and save the index of ``vectors``; ``factory`` is already resolved."""
     index = VectorIndex.create(vectors.shape[1], factory)
@@ -149,7 +135,7 @@ def _write_index(staging: Path, vectors: np.ndarray, factory: str, policy: Tunin
             index.train(_training_sample(vectors))
         except ValueError as exc:
             raise BuildError(str(exc)) from exc
-    _add_rows(index, vectors)
+    add_rows(index, vectors, _COPY_CHUNK_ROWS)
     tuning = tune(index, vectors, policy)
     logger.info(
         "index %s: recall@10 %.3f (target %.2f) with efSearch %s, nprobe %s",

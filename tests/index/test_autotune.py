@@ -230,7 +230,7 @@ def test_old_manifests_without_tuning_fields_still_load(ann_snapshot, tmp_path):
 
 
 def test_an_hnsw_graph_gets_its_rows_in_one_add_and_flat_in_chunks(monkeypatch, tmp_path):
-    # FAISS built a much worse HNSW graph from chunks (index/build.py _add_rows): at 100k
+    # FAISS built a much worse HNSW graph from chunks (index/vector_index.py add_rows): at 100k
     # rows too slow to test here, so this checks the calls with a tiny chunk size.
     import index.build as build
 
