@@ -14,7 +14,7 @@ records' content (:func:`training.features.records_key`), like the pooled featur
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,17 +66,22 @@ def local_features(
         ]
     )
     owner = [i for i, r in enumerate(records) for _ in r.texts]
-    grams = _caption_grams([t for r in records for t in r.texts], towers)
+    captions = [t for r in records for t in r.texts]
+    grams = caption_grams(
+        captions, lambda texts: towers.text_features(texts, query=True).astype(np.float16)
+    )
     features = LocalFeatureSet([r.id for r in records], regions, np.asarray(owner), grams)
     if path is not None:
         _save(path, features)
     return features
 
 
-def _caption_grams(captions: Sequence[str], towers: OfflineTowers) -> Ragged:
+def caption_grams(captions: Sequence[str], embed: Callable[[list[str]], np.ndarray]) -> Ragged:
+    """Each caption's word n-gram vectors, an n-gram shared by many captions embedded
+    once by ``embed``."""
     per_caption = [word_ngrams(c) for c in captions]
     unique = sorted({g for grams in per_caption for g in grams})
-    vectors = towers.text_features(unique, query=True).astype(np.float16)
+    vectors = np.asarray(embed(unique))
     position = {g: i for i, g in enumerate(unique)}
     rows = [position[g] for grams in per_caption for g in grams]
     offsets = np.concatenate([[0], np.cumsum([len(g) for g in per_caption])]).astype(np.int64)

@@ -21,10 +21,11 @@ import numpy as np
 
 from models.encoders.base import Encoder
 from models.files import atomic_write
-from models.rerank import MAX_NGRAM, MAX_PARTS, SetFeatures, word_ngrams
+from models.rerank import MAX_NGRAM, MAX_PARTS, SetFeatures
 from models.types import CatalogRecord, ProgressCallback
 from training.evaluate import encode_images, readable_images
 from training.features import Ragged, records_key
+from training.local_features import caption_grams
 
 RERANK_FEATURES_VERSION = 1
 TEXT_BATCH = 256
@@ -76,7 +77,7 @@ def captioned_vectors(
         images=encode_images(encoder, images, progress),
         texts=_encode_texts(encoder, captions),
         owner=np.asarray([i for i, r in enumerate(kept) for _ in r.texts], dtype=np.int64),
-        grams=_caption_grams(encoder, captions),
+        grams=caption_grams(captions, lambda texts: _encode_texts(encoder, texts)),
     )
     if path is not None:
         _save(path, features)
@@ -89,16 +90,6 @@ def _encode_texts(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
         for i in range(0, len(texts), TEXT_BATCH)
     ]
     return np.concatenate(chunks) if chunks else np.empty((0, encoder.dim), np.float32)
-
-
-def _caption_grams(encoder: Encoder, captions: Sequence[str]) -> Ragged:
-    per_caption = [word_ngrams(c) for c in captions]
-    unique = sorted({g for grams in per_caption for g in grams})
-    vectors = _encode_texts(encoder, unique)
-    position = {g: i for i, g in enumerate(unique)}
-    rows = [position[g] for grams in per_caption for g in grams]
-    offsets = np.concatenate([[0], np.cumsum([len(g) for g in per_caption])]).astype(np.int64)
-    return Ragged(vectors[rows], offsets)
 
 
 def _cache_path(cache_dir: Path, encoder: Encoder, records: Sequence[CatalogRecord]) -> Path:
