@@ -118,25 +118,35 @@ def export_bundle(src: Path, dst: Path, *, half: bool = True) -> Path:
     meta = read_bundle_meta(Path(src))
     if (Path(dst) / CONFIG_FILE).exists():
         raise BundleError(f"{dst} already holds a bundle; choose an empty directory")
-    weights = _checked_weights(src, str(meta.get("weights", WEIGHTS_FILE)), meta["weights_sha256"])
-    save_state_dict(dst / WEIGHTS_FILE, load_file(str(weights)), half=half)
-    meta["weights"], meta["weights_sha256"] = WEIGHTS_FILE, sha256_of_file(dst / WEIGHTS_FILE)
+    meta["weights_sha256"] = _export_weights(
+        src, meta.get("weights", WEIGHTS_FILE), meta["weights_sha256"], dst / WEIGHTS_FILE, half
+    )
+    meta["weights"] = WEIGHTS_FILE
     if "tower" in meta:
         tower = dict(meta["tower"])
-        top = _checked_weights(src, str(tower["weights"]), tower.get("weights_sha256"))
-        save_state_dict(dst / TOWER_FILE, load_file(str(top)), half=half)
-        tower["weights"], tower["weights_sha256"] = TOWER_FILE, sha256_of_file(dst / TOWER_FILE)
-        meta["tower"] = tower
+        tower["weights_sha256"] = _export_weights(
+            src, tower["weights"], tower.get("weights_sha256"), dst / TOWER_FILE, half
+        )
+        meta["tower"] = {**tower, "weights": TOWER_FILE}
     if SGRAF in meta.get("rerankers", {}):
         entry = dict(meta["rerankers"][SGRAF])
-        sgraf = _checked_weights(src, str(entry["weights"]), entry.get("weights_sha256"))
-        save_state_dict(dst / sgraf.name, load_file(str(sgraf)), half=half)
-        entry["weights_sha256"] = sha256_of_file(dst / sgraf.name)
+        entry["weights_sha256"] = _export_weights(
+            src,
+            entry["weights"],
+            entry.get("weights_sha256"),
+            dst / Path(str(entry["weights"])).name,
+            half,
+        )
         meta["rerankers"] = {**meta["rerankers"], SGRAF: entry}
     for modality, entry in meta.get("set_heads", {}).items():
-        head = _checked_weights(src, str(entry["weights"]), entry.get("weights_sha256"))
-        save_state_dict(dst / head.name, load_file(str(head)), half=half)
-        meta["set_heads"][modality] = {**entry, "weights_sha256": sha256_of_file(dst / head.name)}
+        sha256 = _export_weights(
+            src,
+            entry["weights"],
+            entry.get("weights_sha256"),
+            dst / Path(str(entry["weights"])).name,
+            half,
+        )
+        meta["set_heads"][modality] = {**entry, "weights_sha256": sha256}
     meta["weights_dtype"] = "float16" if half else "float32"
     _write_meta(dst, meta)
     return dst
@@ -222,6 +232,14 @@ def check_image_size(value: object) -> int | None:
             f"{IMAGE_SIZES.stop - 1} pixels, not {value!r}"
         )
     return value
+
+
+def _export_weights(src: Path, name: object, sha256: object, dst_file: Path, half: bool) -> str:
+    """Copy a bundle's weights file into ``dst_file`` (float16 with ``half``) once its
+    sha256 is checked; returns the copy's sha256."""
+    weights = _checked_weights(src, str(name), sha256)
+    save_state_dict(dst_file, load_file(str(weights)), half=half)
+    return sha256_of_file(dst_file)
 
 
 def _checked_weights(path: Path, name: str, sha256: object) -> Path:

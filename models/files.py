@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 if TYPE_CHECKING:
     import torch
+
+    Module = TypeVar("Module", bound=torch.nn.Module)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -50,3 +52,31 @@ def save_state_dict(path: Path, state: dict[str, torch.Tensor], *, half: bool = 
     dtype = torch.float16 if half else torch.float32
     blob = save({k: v.detach().to(dtype).cpu().contiguous() for k, v in state.items()})
     atomic_write(path, lambda fp: fp.write(blob))
+
+
+def save_weights_entry(
+    weights: Path, module: torch.nn.Module, config: dict[str, Any], *, half: bool = False
+) -> dict[str, Any]:
+    """Write ``module``'s weights (float16 with ``half``) to ``weights``; returns the
+    ``bundle.json`` entry that names them: config, file name and sha256."""
+    save_state_dict(weights, module.state_dict(), half=half)
+    return {"config": config, "weights": weights.name, "weights_sha256": sha256_of_file(weights)}
+
+
+def load_weights_entry(
+    directory: Path, entry: Mapping[str, Any], build: Callable[[dict[str, Any]], Module], what: str
+) -> Module:
+    """The module a ``bundle.json`` entry describes, built by ``build(config)``; ValueError
+    on a missing or changed weights file, or weights that do not fit the config."""
+    from safetensors.torch import load_file
+
+    weights = directory / str(entry["weights"])
+    if not weights.is_file() or sha256_of_file(weights) != entry.get("weights_sha256"):
+        raise ValueError(f"{what} weights {weights} are missing or do not match their sha256")
+    try:
+        module = build(entry["config"])
+        # Float16 weights from an export load into the float32 module.
+        module.load_state_dict(load_file(str(weights)), strict=True)
+    except (TypeError, RuntimeError) as exc:
+        raise ValueError(f"{what} weights {weights} do not fit their config: {exc}") from exc
+    return module

@@ -29,10 +29,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
-from models.files import save_state_dict, sha256_of_file
+from models.files import load_weights_entry, save_weights_entry
 
 
 @dataclass(frozen=True)
@@ -119,23 +118,13 @@ def save_set_head(
     if modality not in SET_MODALITIES:
         raise ValueError(f"set heads are for {SET_MODALITIES}, not {modality!r}")
     weights = directory / f"set_head_{modality}.safetensors"
-    save_state_dict(weights, head.state_dict(), half=half)
-    return {
-        "config": head.config.to_dict(),
-        "weights": weights.name,
-        "weights_sha256": sha256_of_file(weights),
-    }
+    return save_weights_entry(weights, head, head.config.to_dict(), half=half)
 
 
 def load_set_head(directory: Path, entry: Mapping[str, Any], device: str) -> SetHead:
     """The head a bundle's ``set_heads`` entry describes; ValueError on missing or changed
     weights, or weights that do not fit the config."""
-    weights = directory / str(entry["weights"])
-    if not weights.is_file() or sha256_of_file(weights) != entry.get("weights_sha256"):
-        raise ValueError(f"set head weights {weights} are missing or do not match their sha256")
-    try:
-        head = SetHead(SetHeadConfig(**entry["config"]))
-        head.load_state_dict(load_file(str(weights)), strict=True)  # float16 loads as float32
-    except (TypeError, RuntimeError) as exc:
-        raise ValueError(f"set head weights {weights} do not fit their config: {exc}") from exc
+    head = load_weights_entry(
+        directory, entry, lambda config: SetHead(SetHeadConfig(**config)), "set head"
+    )
     return head.to(device).eval()

@@ -41,10 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
-from models.files import save_state_dict, sha256_of_file
+from models.files import load_weights_entry, save_weights_entry
 from models.rerank import SGRAF, SetFeatures
 
 
@@ -213,24 +212,13 @@ def save_sgraf(directory: Path, model: Sgraf, *, half: bool = False) -> dict[str
     """Write the weights (float16 with ``half``) into a bundle directory; returns its
     ``bundle.json`` entry."""
     weights = directory / f"{SGRAF}.safetensors"
-    save_state_dict(weights, model.state_dict(), half=half)
-    return {
-        "config": model.config.to_dict(),
-        "weights": weights.name,
-        "weights_sha256": sha256_of_file(weights),
-    }
+    return save_weights_entry(weights, model, model.config.to_dict(), half=half)
 
 
 def load_sgraf(directory: Path, entry: Mapping[str, Any], device: str) -> SgrafReranker:
     """The re-ranker a bundle's ``rerankers.sgraf`` entry describes; ValueError on a
     missing or changed weights file or weights that do not fit the config."""
-    weights = directory / str(entry["weights"])
-    if not weights.is_file() or sha256_of_file(weights) != entry.get("weights_sha256"):
-        raise ValueError(f"re-ranker weights {weights} are missing or do not match their sha256")
-    try:
-        model = Sgraf(SgrafConfig(**entry["config"]))
-        # Float16 weights from an export load into the float32 module.
-        model.load_state_dict(load_file(str(weights)), strict=True)
-    except (TypeError, RuntimeError) as exc:
-        raise ValueError(f"re-ranker weights {weights} do not fit their config: {exc}") from exc
+    model = load_weights_entry(
+        directory, entry, lambda config: Sgraf(SgrafConfig(**config)), "re-ranker"
+    )
     return SgrafReranker(model, device)
