@@ -114,5 +114,14 @@ def running(
         stop_process(process)
 
 
+@contextlib.contextmanager
+def worker_log_on_failure(log_path: Path) -> Iterator[None]:
+    """A failed wait inside shows the tail of the worker's log in its message."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nworker log:\n{log_tail(log_path)}") from exc
+
+
 def log_tail(log_path: Path, chars: int = 3000) -> str:
     return log_path.read_text(errors="replace")[-chars:] if log_path.exists() else ""

@@ -33,6 +33,7 @@ from tests.service.jobs_support import (
     service_env,
     wait_for_status,
     wait_until_finished,
+    worker_log_on_failure,
 )
 from tests.service.tiny_worker import DELAY_ENV
 
@@ -109,12 +110,10 @@ def test_a_worker_killed_mid_apply_loses_nothing(
     first_log = tmp_path / "worker-1.log"
     slow_env = {**env, DELAY_ENV: str(SLOW_ENCODE_S)}
     with running(TINY_WORKER, slow_env, first_log) as first_worker:
-        try:
+        with worker_log_on_failure(first_log):
             wait_for_status(
                 queue, job_id, lambda s: s.state is JobState.RUNNING, timeout_s=START_TIMEOUT_S
             )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\nworker log:\n{log_tail(first_log)}") from exc
         time.sleep(2)  # inside the slow encode of the new item
         kill_process(first_worker)
 
@@ -124,11 +123,8 @@ def test_a_worker_killed_mid_apply_loses_nothing(
     assert _top(client, "rice cake soup") != "new-1"
 
     second_log = tmp_path / "worker-2.log"
-    with running(TINY_WORKER, env, second_log):
-        try:
-            status = wait_until_finished(queue, job_id, timeout_s=RECOVERY_TIMEOUT_S)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\nworker log:\n{log_tail(second_log)}") from exc
+    with running(TINY_WORKER, env, second_log), worker_log_on_failure(second_log):
+        status = wait_until_finished(queue, job_id, timeout_s=RECOVERY_TIMEOUT_S)
 
     assert status.state is JobState.SUCCEEDED, f"{status}\n{log_tail(second_log)}"
     assert status.index_version == read_current(settings.index_dir) != live

@@ -29,6 +29,7 @@ from tests.service.jobs_support import (
     service_env,
     wait_for_status,
     wait_until_finished,
+    worker_log_on_failure,
 )
 
 # Small batches: the first progress report comes long before the build ends.
@@ -57,12 +58,10 @@ def test_killed_worker_leaves_live_index_and_job_is_retried(
 
     first_log = tmp_path / "worker-1.log"
     with running([*mmsearch_command(), "worker"], env, first_log) as first_worker:
-        try:
+        with worker_log_on_failure(first_log):
             wait_for_status(
                 queue, job_id, lambda s: s.progress > 0, timeout_s=START_TIMEOUT_S, what="progress"
             )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\nworker log:\n{log_tail(first_log)}") from exc
         kill_process(first_worker)
 
     # The dead attempt changed nothing that is served.
@@ -77,11 +76,11 @@ def test_killed_worker_leaves_live_index_and_job_is_retried(
     assert killed is not None and killed.state is JobState.RUNNING  # RQ can't know yet
 
     second_log = tmp_path / "worker-2.log"
-    with running([*mmsearch_command(), "worker"], env, second_log):
-        try:
-            status = wait_until_finished(queue, job_id, timeout_s=RECOVERY_TIMEOUT_S)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\nworker log:\n{log_tail(second_log)}") from exc
+    with (
+        running([*mmsearch_command(), "worker"], env, second_log),
+        worker_log_on_failure(second_log),
+    ):
+        status = wait_until_finished(queue, job_id, timeout_s=RECOVERY_TIMEOUT_S)
 
     assert status.state is JobState.SUCCEEDED, f"{status}\n{log_tail(second_log)}"
     assert status.index_version == read_current(settings.index_dir) != live
