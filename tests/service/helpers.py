@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import struct
+import uuid
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,13 @@ def make_settings(index_dir: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def rq_settings_of_own_queue(index_dir: Path, redis_url: str, **overrides: Any) -> Settings:
+    """Settings on Redis with an RQ queue of their own, so a stray worker of another
+    test never takes these jobs."""
+    queue_name = f"test-{uuid.uuid4().hex[:8]}"
+    return make_settings(index_dir, redis_url=redis_url, queue_name=queue_name, **overrides)
 
 
 def image_bytes(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from service.settings import Settings
 from service.worker import run_worker
 from tests.index.tiny_encoder import TinyEncoder
 from tests.polling import poll
-from tests.service.helpers import ADMIN_TOKEN, make_settings
+from tests.service.helpers import ADMIN_TOKEN, rq_settings_of_own_queue
 from tests.service.jobs_support import (
     kill_process,
     log_tail,
@@ -48,10 +47,7 @@ SLOW_ENCODE_S = 60  # the first worker's encode calls: it is killed inside one
 def settings(clean_redis: str, tmp_path: Path, tiny_records: list[CatalogRecord]) -> Settings:
     index_dir = tmp_path / "index"
     build_snapshot(tiny_records, TinyEncoder(), index_dir)
-    # A queue of its own, so a stray worker from another test never takes these jobs.
-    return make_settings(
-        index_dir, redis_url=clean_redis, queue_name=f"test-{uuid.uuid4().hex[:8]}"
-    )
+    return rq_settings_of_own_queue(index_dir, clean_redis)
 
 
 @pytest.fixture()

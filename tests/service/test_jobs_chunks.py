@@ -11,7 +11,6 @@ from __future__ import annotations
 import sqlite3
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from service.settings import Settings
 from service.worker import run_worker
 from tests.conftest import write_kfood_sample
 from tests.index.tiny_encoder import TinyEncoder
-from tests.service.helpers import ADMIN_TOKEN, make_settings
+from tests.service.helpers import ADMIN_TOKEN, make_settings, rq_settings_of_own_queue
 from tests.service.jobs_support import (
     FINISHED,
     kill_process,
@@ -55,10 +54,7 @@ WORKER_START_S = 90  # imports on a busy 2-core machine
 
 @pytest.fixture()
 def settings(clean_redis: str, tmp_path: Path) -> Settings:
-    # A queue of its own, so no stray worker of another test takes these jobs.
-    return make_settings(
-        tmp_path / "index", redis_url=clean_redis, queue_name=f"test-{uuid.uuid4().hex[:8]}"
-    )
+    return rq_settings_of_own_queue(tmp_path / "index", clean_redis)
 
 
 @pytest.fixture()

@@ -7,7 +7,6 @@ the job then goes back on the queue because it has retries left.
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from models.encoders import Encoder
 from service.jobs import REINDEX_RETRIES, JobState, RQJobQueue
 from service.reindex import ReindexRequest, reindex
 from tests.conftest import write_kfood_sample
-from tests.service.helpers import make_settings
+from tests.service.helpers import rq_settings_of_own_queue
 from tests.service.jobs_support import (
     kill_process,
     log_tail,
@@ -47,9 +46,7 @@ def test_killed_worker_leaves_live_index_and_job_is_retried(
     encoder: Encoder,
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(
-        tmp_path / "index", redis_url=clean_redis, queue_name=f"test-{uuid.uuid4().hex[:8]}"
-    )
+    settings = rq_settings_of_own_queue(tmp_path / "index", clean_redis)
     live = reindex(ReindexRequest(kfood_sample, "kfood"), settings, encoder).version
     big_sample = write_kfood_sample(shared_data / "kfood", tmp_path / "big", SLOW_SAMPLE_SIZE)
     queue = RQJobQueue(settings, batch_size=SLOW_BATCH_SIZE)

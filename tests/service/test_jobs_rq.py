@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,15 +19,12 @@ from service.jobs import REINDEX_RETRIES, JobOutcome, JobState, RQJobQueue, crea
 from service.reindex import ReindexRequest
 from service.settings import Settings
 from service.worker import run_worker
-from tests.service.helpers import make_settings
+from tests.service.helpers import rq_settings_of_own_queue
 
 
 @pytest.fixture()
 def rq_settings(clean_redis: str, tmp_path: Path) -> Settings:
-    # A queue of its own, so a stray worker from another test never takes these jobs.
-    return make_settings(
-        tmp_path / "index", redis_url=clean_redis, queue_name=f"test-{uuid.uuid4().hex[:8]}"
-    )
+    return rq_settings_of_own_queue(tmp_path / "index", clean_redis)
 
 
 def _not_in_process(request: ReindexRequest, progress: object) -> JobOutcome:

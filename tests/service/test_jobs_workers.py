@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from service.settings import Settings
 from service.worker import HEARTBEAT_TTL_S
 from tests.conftest import write_kfood_sample
 from tests.index.tiny_encoder import TinyEncoder
-from tests.service.helpers import make_settings
+from tests.service.helpers import rq_settings_of_own_queue
 from tests.service.jobs_support import (
     kill_process,
     log_tail,
@@ -40,9 +39,7 @@ BATCH_SIZE = 2  # many small steps: progress shows early, the build lasts
 
 @pytest.fixture()
 def settings(clean_redis: str, tmp_path: Path) -> Settings:
-    return make_settings(
-        tmp_path / "index", redis_url=clean_redis, queue_name=f"test-{uuid.uuid4().hex[:8]}"
-    )
+    return rq_settings_of_own_queue(tmp_path / "index", clean_redis)
 
 
 @pytest.fixture()
