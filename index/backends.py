@@ -20,6 +20,7 @@ from index.autotune import AUTO
 from index.layout import CorruptSnapshotError, SnapshotError, list_versions, prune
 from index.manifest import Manifest
 from index.milvus_index import (
+    CURRENT_ALIAS,
     MILVUS_FACTORY,
     MilvusStore,
     MilvusUnavailableError,
@@ -65,9 +66,18 @@ class IndexBackend:
         return self._store.open(manifest.collection, manifest.dim, keys)
 
     def published(self, manifest: Manifest) -> None:
-        """The snapshot became CURRENT: point the Milvus alias at its collection."""
+        """The snapshot became CURRENT: point the Milvus alias at its collection.
+
+        AliasNotMovedError when Milvus refuses: the snapshot is live all the same."""
         if self._store is not None and manifest.collection is not None:
-            self._store.point_alias(manifest.collection)
+            try:
+                self._store.point_alias(manifest.collection)
+            except MilvusUnavailableError as exc:
+                raise AliasNotMovedError(
+                    f"snapshot {manifest.version} is live, but the Milvus alias "
+                    f"{CURRENT_ALIAS} was not moved to its collection {manifest.collection} "
+                    f"(the next publish moves it): {exc}"
+                ) from exc
 
     def prune(self, index_dir: Path, keep_older: int) -> list[str]:
         """:func:`index.layout.prune`, then drop the collections of the pruned snapshots
@@ -82,17 +92,35 @@ class IndexBackend:
         return pruned
 
     @contextmanager
-    def dropped_on_failure(self, version: str) -> Iterator[None]:
-        """A build that fails after writing its collection leaves none behind."""
+    def dropped_on_failure(self, index_dir: Path, version: str) -> Iterator[None]:
+        """A build that fails after writing its collection leaves none behind, unless
+        its snapshot got installed first (a failure after publishing, such as the alias
+        update): that snapshot, CURRENT maybe, searches the collection, so it stays."""
         try:
             yield
         except BaseException:
             if self._store is not None:
-                try:
-                    self._store.drop_versions([version])
-                except MilvusUnavailableError as exc:  # the build's own error matters more
-                    logger.warning("collection of failed build %s not dropped: %s", version, exc)
+                self._drop_unless_named(index_dir, version)
             raise
+
+    def _drop_unless_named(self, index_dir: Path, version: str) -> None:
+        assert self._store is not None
+        collection = collection_name(version)
+        if collection in _collections_named(index_dir).values():
+            logger.warning(
+                "build %s failed after its snapshot was installed: its collection %s stays",
+                version,
+                collection,
+            )
+            return
+        try:
+            self._store.drop_collections([collection])
+        except MilvusUnavailableError as exc:  # the build's own error matters more
+            logger.warning("collection of failed build %s not dropped: %s", version, exc)
+
+
+class AliasNotMovedError(MilvusUnavailableError):
+    """A snapshot was published, but the Milvus alias still names an older collection."""
 
 
 def _collections_named(index_dir: Path) -> dict[str, str]:

@@ -301,7 +301,7 @@ def build_with(
     with (
         claim_staging(index_dir, version) as staging,
         full_disk_reported(index_dir),
-        backend.dropped_on_failure(version),
+        backend.dropped_on_failure(index_dir, version),
     ):
         counts, vectors = fill(staging)
         manifest = _write_snapshot(

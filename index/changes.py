@@ -203,7 +203,7 @@ def _apply_once(
         claim_staging(index_dir, version) as staging,
         full_disk_reported(index_dir),
         live_vectors(index_dir, encoder) as live,
-        backend.dropped_on_failure(version),
+        backend.dropped_on_failure(index_dir, version),
         contextlib.ExitStack() as milvus_rows,
     ):
         base = _usable(live, index_dir)

@@ -324,10 +324,6 @@ class MilvusStore:
             )
         logger.info("Milvus alias %s now names %s", CURRENT_ALIAS, collection)
 
-    def drop_versions(self, versions: Iterable[str]) -> None:
-        """Drop the collections of these snapshot versions (none: nothing happens)."""
-        self.drop_collections(collection_name(version) for version in versions)
-
     def drop_collections(self, names: Iterable[str]) -> None:
         """Drop these collections, those that exist."""
         for name in names:

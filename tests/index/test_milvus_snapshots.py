@@ -4,16 +4,23 @@ publishing, pruning drops collections, and old manifests still load as FAISS."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from index.backends import IndexBackend
+from index.backends import AliasNotMovedError, IndexBackend
 from index.build import ShrinkRefusedError, build_snapshot
+from index.changes import ApplyOptions, ItemChange, apply_changes
 from index.layout import CorruptSnapshotError, read_current
 from index.manifest import MANIFEST_FILE
-from index.milvus_index import CURRENT_ALIAS, collection_name
+from index.milvus_index import (
+    CURRENT_ALIAS,
+    MilvusStore,
+    MilvusUnavailableError,
+    collection_name,
+)
 from index.snapshot import INDEX_FILE, load_current
 from tests.index.sample_records import make_records
 
@@ -97,3 +104,42 @@ def test_milvus_snapshot_needs_a_milvus_backend(tmp_path: Path, records, encoder
     build_snapshot(records, encoder, tmp_path, backend=backend)
     with pytest.raises(CorruptSnapshotError, match="MMSEARCH_MILVUS_URI"):
         load_current(tmp_path)
+
+
+def _alias_update_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: MilvusStore, collection: str) -> None:
+        raise MilvusUnavailableError("Milvus alter_alias failed: connection reset")
+
+    monkeypatch.setattr(MilvusStore, "point_alias", refuse)
+
+
+def test_a_failed_alias_update_keeps_the_published_collection(
+    tmp_path, records, encoder, backend, monkeypatch
+):
+    first = build_snapshot(records, encoder, tmp_path, backend=backend)
+    _alias_update_fails(monkeypatch)
+    with pytest.raises(AliasNotMovedError, match="is live, but the Milvus alias"):
+        build_snapshot(records, encoder, tmp_path, backend=backend)
+
+    live = read_current(tmp_path)
+    assert live != first.version
+    # CURRENT serves from the new collection: it must still be there and searchable.
+    snapshot = load_current(tmp_path, backend=backend)
+    assert snapshot.manifest.collection in collections(backend)
+    assert snapshot.search(encoder.encode_texts(["pizza served hot"])[0], 3)
+    assert alias_target(backend) == first.collection  # not moved, as reported
+
+
+def test_a_failed_alias_update_keeps_the_collection_of_applied_changes(
+    tmp_path, records, encoder, backend, monkeypatch
+):
+    # A FAISS base under a Milvus backend: item changes write a collection of their own.
+    build_snapshot(records, encoder, tmp_path)
+    _alias_update_fails(monkeypatch)
+    change = ItemChange("item-1", None, datetime.now(UTC))
+    with pytest.raises(AliasNotMovedError):
+        apply_changes(tmp_path, encoder, [change], ApplyOptions(batch_size=8, backend=backend))
+
+    snapshot = load_current(tmp_path, backend=backend)
+    assert snapshot.manifest.collection in collections(backend)
+    assert snapshot.search(encoder.encode_texts(["pizza served hot"])[0], 3)
