@@ -27,6 +27,28 @@ from models.towers import OfflineTowers, Towers
 from models.types import Recipe
 
 
+def recipe_set_text(recipe: Recipe) -> str:
+    """The text whose n-grams are a recipe's parts: its title and ingredients."""
+    return " ".join((recipe.title, *recipe.ingredients))
+
+
+OFFLINE_REGION_DIM = 1280  # EfficientNet-Lite0's last feature map
+
+
+def region_dim(towers: Towers, dim: int) -> int:
+    """Width of the regions an image head is fed: the feature map's for the offline base;
+    other bases feed none, so any width does (the joint one)."""
+    return OFFLINE_REGION_DIM if isinstance(towers, OfflineTowers) else dim
+
+
+def image_regions(towers: Towers, images: Sequence[Image.Image], local_dim: int) -> np.ndarray:
+    """(n, cells, local_dim) float16 regions of the offline base; (n, 0, local_dim) for other
+    bases, which expose none (the image head then sees the joint vector alone)."""
+    if isinstance(towers, OfflineTowers):
+        return towers.image_regions(images)
+    return np.zeros((len(images), 0, local_dim), np.float16)
+
+
 class JointEncoder(Protocol):
     """What set encoding needs of a bundle encoder (one vector per input)."""
 
@@ -57,18 +79,14 @@ class SetEncoder:
     def image_sets(self, images: Sequence[Image.Image]) -> np.ndarray:
         head = self.heads["image"]
         whole = self.encoder.encode_images(images)
-        towers = self.encoder.towers
-        if isinstance(towers, OfflineTowers):
-            regions = towers.image_regions(images).astype(np.float32)
-        else:
-            regions = np.zeros((len(images), 0, head.config.local_dim), np.float32)
-        return self._run(head, regions, None, whole)
+        regions = image_regions(self.encoder.towers, images, head.config.local_dim)
+        return self._run(head, regions.astype(np.float32), None, whole)
 
     def text_sets(self, texts: Sequence[str]) -> np.ndarray:
         return self._over_ngrams(list(texts), self.encoder.encode_texts(texts))
 
     def recipe_sets(self, recipes: Sequence[Recipe]) -> np.ndarray:
-        sources = [" ".join((r.title, *r.ingredients)) for r in recipes]
+        sources = [recipe_set_text(r) for r in recipes]
         return self._over_ngrams(sources, self.encoder.encode_recipes(recipes))
 
     def _over_ngrams(self, texts: list[str], whole: np.ndarray) -> np.ndarray:

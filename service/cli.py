@@ -291,7 +291,12 @@ def eval_command(
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures here")] = None,
     split: Annotated[
-        str, typer.Option(help="all = the whole folder; val = the held-out part of training")
+        str,
+        typer.Option(
+            help="all = the whole folder; val = the held-out part of training; val-report = "
+            "flickr: the half of val that train-set / train-rerank --flickr-from val-half "
+            "report on"
+        ),
     ] = "all",
     val_fraction: Annotated[float, typer.Option(help="With --split val: as in training")] = 0.2,
     seed: Annotated[int, typer.Option(help="With --split val: as in training")] = 0,
@@ -310,8 +315,15 @@ def eval_command(
     ] = None,
     rerank_top: Annotated[int, typer.Option(help="With --rerank: how many are re-scored")] = 50,
     similarity: Annotated[
-        str, typer.Option(help="single (one vector per item); set is not available yet")
+        str,
+        typer.Option(
+            help="single (one vector per item) or set: also the model's DivE sets (kfood, "
+            "flickr; the model must carry set heads), side by side with single"
+        ),
     ] = "single",
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="--similarity set: keep the encoded inputs here")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
 ) -> None:
     """Rank every item of DATA_DIR against every item of the other modality; print a table."""
@@ -332,6 +344,7 @@ def eval_command(
             rerank=rerank,
             rerank_top=rerank_top,
             similarity=similarity,
+            cache_dir=cache_dir,
             progress=report,
         )
     print(evaluation_table(result))
@@ -407,6 +420,93 @@ def train_rerank(
         flickr_from=flickr_from,
     )
     print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+
+
+@app.command("train-set")
+def train_set(
+    model: Annotated[
+        Path, typer.Option("--model", help="The frozen bundle to train set heads for")
+    ] = Path("models/weights/food-v1"),
+    flickr_dir: Annotated[
+        Path, typer.Option("--flickr-dir", help="Captioned photos (flickr)")
+    ] = Path("../shared/data/flickr8k"),
+    kfood_dir: Annotated[
+        Path | None, typer.Option("--kfood-dir", help="Also photos and their recipes (kfood)")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Bundle to write the heads into: --model itself, or a new copy"),
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here")] = None,
+    slots: Annotated[
+        list[int] | None, typer.Option("--slots", help="Slot counts K to try (repeat)")
+    ] = None,
+    diversity_weight: Annotated[
+        list[float] | None,
+        typer.Option("--diversity-weight", help="Diversity weights to try (repeat)"),
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Most epochs per candidate")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step")] = 64,
+    lr: Annotated[float, typer.Option(help="Adam learning rate")] = 3e-4,
+    budget_minutes: Annotated[
+        float | None, typer.Option(help="Stop training after this wall-clock time (all of it)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Training seed")] = 0,
+    tune_fraction: Annotated[
+        float, typer.Option(help="Part of the fitting data that chooses K, weight and epoch")
+    ] = 0.3,
+    flickr_from: Annotated[
+        str,
+        typer.Option(
+            help="val-half: fit on half the validation split, report on the other half; "
+            "train: fit on the bundle's training split, report on its validation split"
+        ),
+    ] = "val-half",
+    val_fraction: Annotated[float, typer.Option(help="The bundle's validation split")] = 0.2,
+    split_seed: Annotated[int, typer.Option(help="The bundle's split seed")] = 0,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Keep the encoded inputs here between runs")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "cpu",
+) -> None:
+    """Train DivE set heads beside a frozen bundle; report single against set."""
+    from service.commands.learning import run_set_training
+
+    configure_logging(load_settings())
+    config: dict[str, object] = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "budget_seconds": None if budget_minutes is None else 60 * budget_minutes,
+        "seed": seed,
+        "tune_fraction": tune_fraction,
+    }
+    if slots:
+        config["slots"] = tuple(slots)
+    if diversity_weight:
+        config["diversity_weights"] = tuple(diversity_weight)
+
+    def on_epoch(entry: dict[str, object]) -> None:
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()}
+        print("  ".join(f"{k} {v}" for k, v in shown.items()), file=sys.stderr, flush=True)
+
+    report = run_set_training(
+        model,
+        flickr_dir,
+        kfood_dir,
+        out=out,
+        config=config,
+        val_fraction=val_fraction,
+        split_seed=split_seed,
+        cache_dir=cache_dir,
+        device=device,
+        flickr_from=flickr_from,
+        on_epoch=on_epoch,
+    )
+    print(json.dumps({k: v for k, v in report.items() if k != "grid"}, indent=2))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")

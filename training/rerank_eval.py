@@ -52,14 +52,14 @@ def reranked_similarity(similarity: np.ndarray, top: int, score_row: RowScorer) 
     return out
 
 
-def _recalls(similarity: np.ndarray, positive: np.ndarray) -> dict[str, float]:
+def recalls_of(similarity: np.ndarray, positive: np.ndarray) -> dict[str, float]:
     summary = recall_summary(ranks_of_positives(similarity, positive))
     summary.pop("medR")
     return summary
 
 
-def _flickr_figures(t2i: np.ndarray, i2t: np.ndarray, positive: np.ndarray) -> dict[str, object]:
-    text_to_image, image_to_text = _recalls(t2i, positive), _recalls(i2t, positive.T)
+def flickr_figures(t2i: np.ndarray, i2t: np.ndarray, positive: np.ndarray) -> dict[str, object]:
+    text_to_image, image_to_text = recalls_of(t2i, positive), recalls_of(i2t, positive.T)
     return {
         "image_to_text": image_to_text,
         "text_to_image": text_to_image,
@@ -72,11 +72,11 @@ def _heads(similarity: np.ndarray, top: int) -> np.ndarray:
 
 
 def caption_photo_scores(
-    vectors: CaptionedVectors, reranker: Reranker, top: int
+    vectors: CaptionedVectors, reranker: Reranker, top: int, t2i: np.ndarray
 ) -> dict[tuple[int, int], float]:
-    """Re-ranker scores of every (caption, photo) pair that a top ``top`` holds in either
-    direction: one call per caption, with all the photos it is paired with."""
-    t2i = vectors.texts @ vectors.images.T
+    """Re-ranker scores of every (caption, photo) pair that a top ``top`` of ``t2i`` (the
+    first-stage caption -> photo scores) holds in either direction: one call per caption,
+    with all the photos it is paired with."""
     wanted: dict[int, set[int]] = {c: set(map(int, row)) for c, row in enumerate(_heads(t2i, top))}
     for photo, row in enumerate(_heads(t2i.T, top)):
         for caption in row:
@@ -95,7 +95,19 @@ def flickr_variants(
     """``single`` and ``single+rerank`` figures of captions against photos."""
     t2i = vectors.texts @ vectors.images.T
     positive = vectors.owner[:, None] == np.arange(len(vectors.images))[None, :]
-    pair = caption_photo_scores(vectors, reranker, top)
+    return {
+        "single": flickr_figures(t2i, t2i.T, positive),
+        "single+rerank": reranked_flickr(vectors, reranker, top, t2i),
+    }
+
+
+def reranked_flickr(
+    vectors: CaptionedVectors, reranker: Reranker, top: int, t2i: np.ndarray
+) -> dict[str, object]:
+    """Figures of the first stage ``t2i`` (caption -> photo scores: vectors or sets) with
+    each query's top ``top`` re-ranked."""
+    positive = vectors.owner[:, None] == np.arange(len(vectors.images))[None, :]
+    pair = caption_photo_scores(vectors, reranker, top, t2i)
 
     def caption_to_photos(caption: int, photos: np.ndarray) -> np.ndarray:
         return np.asarray([pair[caption, int(j)] for j in photos])
@@ -104,14 +116,11 @@ def flickr_variants(
         # The caption is the query whichever side asked (see the module docstring).
         return np.asarray([pair[int(c), photo] for c in captions])
 
-    return {
-        "single": _flickr_figures(t2i, t2i.T, positive),
-        "single+rerank": _flickr_figures(
-            reranked_similarity(t2i, top, caption_to_photos),
-            reranked_similarity(t2i.T, top, photo_to_captions),
-            positive,
-        ),
-    }
+    return flickr_figures(
+        reranked_similarity(t2i, top, caption_to_photos),
+        reranked_similarity(t2i.T, top, photo_to_captions),
+        positive,
+    )
 
 
 def _one_row(vectors: np.ndarray, i: int) -> SetFeatures:
@@ -119,19 +128,24 @@ def _one_row(vectors: np.ndarray, i: int) -> SetFeatures:
 
 
 def paired_recalls(
-    queries: np.ndarray, candidates: np.ndarray, reranker: Reranker | None, top: int
+    queries: np.ndarray,
+    candidates: np.ndarray,
+    reranker: Reranker | None,
+    top: int,
+    similarity: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Row i of ``queries`` matches row i of ``candidates``; each side is its one vector.
-    Without a re-ranker, the vector search alone."""
-    similarity = queries @ candidates.T
+    Without a re-ranker, the first stage alone: ``similarity`` (queries x candidates,
+    e.g. of their sets), by default the vectors' dot products."""
+    similarity = queries @ candidates.T if similarity is None else similarity
     positive = np.eye(len(queries), dtype=bool)
     if reranker is None:
-        return _recalls(similarity, positive)
+        return recalls_of(similarity, positive)
 
     def score_row(row: int, head: np.ndarray) -> np.ndarray:
         return reranker.score(_one_row(queries, row), [_one_row(candidates, int(j)) for j in head])
 
-    return _recalls(reranked_similarity(similarity, top, score_row), positive)
+    return recalls_of(reranked_similarity(similarity, top, score_row), positive)
 
 
 def kfood_variants(

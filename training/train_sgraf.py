@@ -270,7 +270,7 @@ class RerankData:
             raise ConfigError(f"{{flickr_from}} must be one of {', '.join(FLICKR_FROM)}")
 
 
-def _three_parts(
+def three_parts(
     ids: Sequence[str], records: Sequence[CatalogRecord], data: RerankData, tune_fraction: float
 ) -> tuple[list[int], list[int], list[int]]:
     """Row indices (of ``ids``) of the fitting, tuning and validation parts. The tuning part
@@ -283,14 +283,22 @@ def _three_parts(
     return parts
 
 
+def val_halves(
+    records: Sequence[CatalogRecord], val_fraction: float, split_seed: int
+) -> tuple[list[CatalogRecord], list[CatalogRecord]]:
+    """The validation split's two halves with ``flickr_from="val-half"``: the one fitted
+    and tuned on, and the one reported on (``mmsearch eval --split val-report``)."""
+    _, val = split_records(records, val_fraction, split_seed)
+    return split_records(val, 0.5, split_seed + 2)
+
+
 def flickr_parts(
     ids: Sequence[str], data: RerankData, tune_fraction: float
 ) -> tuple[list[int], list[int], list[int]]:
     """Row indices of flickr's fitting, tuning and report parts (see ``flickr_from``)."""
     if data.flickr_from == "train":
-        return _three_parts(ids, data.flickr, data, tune_fraction)
-    _, val = split_records(data.flickr, data.val_fraction, data.split_seed)
-    learn, report = split_records(val, 0.5, data.split_seed + 2)
+        return three_parts(ids, data.flickr, data, tune_fraction)
+    learn, report = val_halves(data.flickr, data.val_fraction, data.split_seed)
     fit, tune = _parts_of(learn, tune_fraction, data.split_seed + 1)
     reported = {r.id for r in report}
     parts: tuple[list[int], list[int], list[int]] = ([], [], [])
@@ -319,7 +327,7 @@ def train_reranker(
     if data.kfood:
         ids, pairs = kfood_pairs(encoder, data.kfood)
         kfood_fit, kfood_tune, kfood_val = (
-            pairs.take(rows) for rows in _three_parts(ids, data.kfood, data, config.tune_fraction)
+            pairs.take(rows) for rows in three_parts(ids, data.kfood, data, config.tune_fraction)
         )
         examples += paired_examples(kfood_fit, config.negatives)
         pools["recipes"] = kfood_fit.candidates

@@ -16,11 +16,13 @@ from models.datasets import open_dataset, split_records
 from models.encoders.base import Encoder
 from models.registry import load_encoder
 from models.rerank import RERANKERS, Reranker, rerankers_of
+from models.set_encoding import SetEncoder
 from models.types import ProgressCallback
 from service.commands import CommandFailedError, CommandInputError
 from service.schemas import DEFAULT_RERANK_TOP, MAX_RERANK_TOP
 
 if TYPE_CHECKING:
+    from models.bundle import BundleEncoder
     from training.errors import ConfigError
     from training.train import EpochCallback, TrainConfig, TrainResult
     from training.train_bundle import BundleRequest, Source
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EVAL_DATASETS = ("kfood", "flickr", "food101")
+# val-report: the half of flickr's validation split that train-set and
+# train-rerank --flickr-from val-half never fit nor tune on.
+EVAL_SPLITS = ("all", "val", "val-report")
 
 # How the CLI names the fields of the training configurations, where it does not
 # simply spell them as flags (batch_size -> --batch-size).
@@ -185,10 +190,13 @@ def run_evaluation(
     rerank: str | None = None,
     rerank_top: int = DEFAULT_RERANK_TOP,
     similarity: str = "single",
+    cache_dir: Path | None = None,
     progress: ProgressCallback | None,
 ) -> dict[str, Any]:
     from training.evaluate import evaluate_records  # see the module docstring
     from training.rerank_eval import evaluate_with_rerank
+    from training.set_eval import evaluate_sets
+    from training.train_sgraf import val_halves
 
     if dataset not in EVAL_DATASETS:
         raise CommandInputError(
@@ -197,8 +205,10 @@ def run_evaluation(
     for name, path in (("--data-dir", data_dir), ("--support-dir", support_dir)):
         if path is not None and not path.exists():
             raise CommandInputError(f"{name} {path} does not exist")
-    if split not in ("all", "val"):
-        raise CommandInputError("--split must be 'all' or 'val'")
+    if split not in EVAL_SPLITS:
+        raise CommandInputError(f"--split must be one of {', '.join(EVAL_SPLITS)}")
+    if split == "val-report" and dataset != "flickr":
+        raise CommandInputError("--split val-report applies to --dataset flickr only")
     if not 0.0 <= text_weight <= 1.0:
         raise CommandInputError(f"--text-weight must be in [0, 1], got {text_weight}")
     if text_weight > 0 and dataset != "food101":
@@ -206,6 +216,7 @@ def run_evaluation(
     _check_variants(dataset, rerank, rerank_top, similarity)
     encoder = encoder_from_model_option(model, device)
     reranker = _reranker_of(encoder, rerank, model)
+    sets = _sets_of(encoder, similarity, model)
     records = list(open_dataset(data_dir, dataset))
     support = list(open_dataset(support_dir, dataset)) if support_dir else None
     if split == "val":
@@ -213,7 +224,20 @@ def run_evaluation(
         # the rest is the support set of the prototype evaluation.
         rest, records = split_records(records, val_fraction, seed)
         support = support if support is not None else rest
-    if reranker is not None:
+    elif split == "val-report":  # what train-set / train-rerank --flickr-from val-half report on
+        records = val_halves(records, val_fraction, seed)[1]
+    if sets is not None:
+        result = evaluate_sets(
+            encoder,
+            sets,
+            dataset,
+            records,
+            reranker=reranker,
+            top=rerank_top,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+    elif reranker is not None:
         result = evaluate_with_rerank(
             encoder, reranker, dataset, records, top=rerank_top, progress=progress
         )
@@ -222,19 +246,16 @@ def run_evaluation(
             encoder, dataset, records, support=support, text_weight=text_weight, progress=progress
         )
     result["model"] = encoder.fingerprint
-    if split == "val":
-        result["split"] = {"part": "val", "val_fraction": val_fraction, "seed": seed}
+    if split != "all":
+        result["split"] = {"part": split, "val_fraction": val_fraction, "seed": seed}
     return result
 
 
 def _check_variants(dataset: str, rerank: str | None, top: int, similarity: str) -> None:
-    if similarity == "set":
-        # Issue #15: the DivE head exists as an architecture only; no bundle has one trained.
-        raise CommandInputError(
-            "--similarity set is not available: no bundle carries a trained DivE set head yet"
-        )
-    if similarity != "single":
+    if similarity not in ("single", "set"):
         raise CommandInputError(f"--similarity must be 'single' or 'set', got {similarity!r}")
+    if similarity == "set" and dataset not in ("kfood", "flickr"):
+        raise CommandInputError("--similarity set applies to --dataset kfood and flickr only")
     if rerank is None:
         return
     if rerank not in RERANKERS:
@@ -243,6 +264,18 @@ def _check_variants(dataset: str, rerank: str | None, top: int, similarity: str)
         raise CommandInputError("--rerank applies to --dataset kfood and flickr only")
     if not 1 <= top <= MAX_RERANK_TOP:
         raise CommandInputError(f"--rerank-top must be in [1, {MAX_RERANK_TOP}], got {top}")
+
+
+def _sets_of(encoder: Encoder, similarity: str, model: str) -> SetEncoder | None:
+    if similarity != "set":
+        return None
+    sets = getattr(encoder, "sets", None)
+    if sets is None or not (sets.has("image") and sets.has("text")):
+        raise CommandInputError(
+            f"--model {model} carries no trained DivE set heads (image and text); "
+            "mmsearch train-set writes them"
+        )
+    return sets
 
 
 def _reranker_of(encoder: Encoder, rerank: str | None, model: str) -> Reranker | None:
@@ -269,7 +302,7 @@ def run_rerank_training(
 ) -> dict[str, Any]:
     """``mmsearch train-rerank``: SGRAF on the bundle's training split (its validation split
     left out, as the bundle's own training did), written into ``out`` as float16."""
-    from models.bundle import BundleEncoder, write_sgraf
+    from models.bundle import write_sgraf
     from training.errors import ConfigError
     from training.train_sgraf import RerankData, RerankTrainConfig, train_reranker
 
@@ -277,15 +310,7 @@ def run_rerank_training(
         train_config = RerankTrainConfig(**config)
     except ConfigError as exc:
         raise _input_error(exc, {"budget_seconds": "--budget-minutes"}) from exc
-    for name, path in (("--flickr-dir", flickr_dir), ("--kfood-dir", kfood_dir)):
-        if path is not None and not path.exists():
-            raise CommandInputError(f"{name} {path} does not exist")
-    encoder = encoder_from_model_option(str(model), device)
-    if not isinstance(encoder, BundleEncoder):
-        raise CommandInputError(f"--model {model} is not a trained bundle directory")
-    if out is not None and out.exists() and out.resolve() != encoder.path.resolve():
-        raise CommandInputError(f"--out {out} exists and is not the --model bundle")
-
+    encoder = _bundle_for_training(model, flickr_dir, kfood_dir, out, device)
     try:
         data = RerankData(
             flickr=list(open_dataset(flickr_dir, "flickr")),
@@ -320,6 +345,80 @@ def _bundle_copy(source: Path, out: Path) -> None:
         shutil.copytree(source, out)
     except OSError as exc:
         raise CommandFailedError(f"cannot copy the bundle into {out}: {exc}") from exc
+
+
+def run_set_training(
+    model: Path,
+    flickr_dir: Path,
+    kfood_dir: Path | None,
+    *,
+    out: Path | None,
+    config: dict[str, Any],
+    val_fraction: float,
+    split_seed: int,
+    cache_dir: Path | None,
+    device: str,
+    flickr_from: str = "val-half",
+    on_epoch: Any = None,
+) -> dict[str, Any]:
+    """``mmsearch train-set``: DivE set heads for a frozen bundle, chosen and reported as
+    :mod:`training.train_set` says, written into ``out`` as float16."""
+    from models.bundle import write_set_heads
+    from training.errors import ConfigError
+    from training.train_set import SetTrainConfig, train_set_heads
+    from training.train_sgraf import RerankData
+
+    try:
+        train_config = SetTrainConfig(**config)
+    except ConfigError as exc:
+        raise _input_error(
+            exc,
+            {
+                "budget_seconds": "--budget-minutes",
+                "slots": "--slots",
+                "diversity_weights": "--diversity-weight",
+            },
+        ) from exc
+    encoder = _bundle_for_training(model, flickr_dir, kfood_dir, out, device)
+    try:
+        data = RerankData(
+            flickr=list(open_dataset(flickr_dir, "flickr")),
+            kfood=list(open_dataset(kfood_dir, "kfood")) if kfood_dir is not None else (),
+            val_fraction=val_fraction,
+            split_seed=split_seed,
+            cache_dir=cache_dir,
+            flickr_from=flickr_from,
+        )
+    except ConfigError as exc:
+        raise _input_error(exc, {}) from exc
+    try:
+        heads, report = train_set_heads(encoder, data, train_config, on_epoch)
+    except ValueError as exc:  # too few records to fit, tune or report on
+        raise CommandInputError(str(exc)) from exc
+    report["model"] = encoder.fingerprint
+    report["split"] = {"val_fraction": val_fraction, "seed": split_seed}
+    if out is not None:
+        _bundle_copy(encoder.path, out)
+        write_set_heads(out, heads, half=True)
+        report["out"] = str(out)
+    return report
+
+
+def _bundle_for_training(
+    model: Path, flickr_dir: Path, kfood_dir: Path | None, out: Path | None, device: str
+) -> BundleEncoder:
+    """The frozen bundle to train beside; bad paths are bad input, before any work."""
+    from models.bundle import BundleEncoder
+
+    for name, path in (("--flickr-dir", flickr_dir), ("--kfood-dir", kfood_dir)):
+        if path is not None and not path.exists():
+            raise CommandInputError(f"{name} {path} does not exist")
+    encoder = encoder_from_model_option(str(model), device)
+    if not isinstance(encoder, BundleEncoder):
+        raise CommandInputError(f"--model {model} is not a trained bundle directory")
+    if out is not None and out.exists() and out.resolve() != encoder.path.resolve():
+        raise CommandInputError(f"--out {out} exists and is not the --model bundle")
+    return encoder
 
 
 def run_calibration(

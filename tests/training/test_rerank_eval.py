@@ -112,7 +112,9 @@ def test_reranking_only_the_first_changes_nothing_on_kfood(
         ("plain", ["--rerank", "sgraf"], "carries no trained 'sgraf' re-ranker"),
         ("reranked", ["--rerank", "colbert"], "unknown --rerank"),
         ("reranked", ["--rerank", "sgraf", "--rerank-top", "0"], "--rerank-top must be in"),
-        ("reranked", ["--similarity", "set"], "--similarity set is not available"),
+        ("reranked", ["--similarity", "set"], "carries no trained DivE set heads"),
+        ("reranked", ["--similarity", "sets"], "--similarity must be 'single' or 'set'"),
+        ("plain", ["--split", "val-report", "--dataset", "kfood"], "applies to --dataset flickr"),
     ],
 )
 def test_variants_that_cannot_be_measured_are_bad_input(
