@@ -7,18 +7,20 @@ worker that dies mid-apply leaves its changes here for the retried job, or for t
 next one. Each change gets a sequence number; applying removes exactly the ones
 it read, never a newer change to the same item that arrived meanwhile.
 
-Two stores, as for jobs: a Redis hash (shared by every API process and worker;
-as durable as the Redis server is configured to be: AOF or RDB) and an
-in-memory dict for the embedded, in-process mode (lost with the process, like
-that mode's queued jobs).
+Two stores: a Redis hash (shared by every API process and worker; as durable as
+the Redis server is configured to be: AOF or RDB) and, for the embedded in-process
+mode, a small SQLite file in the index folder (:data:`PENDING_FILE`), committed
+with a full sync before the 202, so an accepted change survives an API restart:
+the restarted API queues a job for what it finds pending (:mod:`service.state`).
 """
 
 from __future__ import annotations
 
-import threading
+import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import redis
@@ -27,6 +29,9 @@ from index.changes import ItemChange
 from service.events import REDIS_DOWN
 from service.jobs import REDIS_CONNECT_TIMEOUT_S, REDIS_TIMEOUT_S, JobQueueUnavailableError
 from service.settings import Settings
+
+PENDING_FILE = "pending-changes.sqlite"  # the in-process mode's store, in the index folder
+_SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -49,28 +54,45 @@ class PendingChanges(Protocol):
     def close(self) -> None: ...
 
 
-class MemoryPendingChanges:
-    """In-process mode: changes in a dict, for the API's own job thread."""
+class FilePendingChanges:
+    """In-process mode: changes in an SQLite file, for the API's own job thread.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._changes: dict[int, ItemChange] = {}
-        self._next_seq = 1
+    A connection per call: the request threads add, the job thread reads and removes,
+    and SQLite's own lock orders them (also across API processes sharing the folder).
+    AUTOINCREMENT never hands out a removed sequence number again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)  # made by the first change: a mistyped folder stays absent
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=_SQLITE_BUSY_TIMEOUT_S)) as db:
+            db.execute("PRAGMA synchronous = FULL")  # on disk when commit returns
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS changes ("
+                "seq INTEGER PRIMARY KEY AUTOINCREMENT, change TEXT NOT NULL)"
+            )
+            with db:  # commits, or rolls back on an exception
+                yield db
 
     def add(self, changes: Sequence[ItemChange]) -> None:
-        with self._lock:
-            for change in changes:
-                self._changes[self._next_seq] = change
-                self._next_seq += 1
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO changes (change) VALUES (?)", [(c.to_json(),) for c in changes]
+            )
 
     def pending(self) -> list[PendingChange]:
-        with self._lock:
-            return [PendingChange(seq, change) for seq, change in sorted(self._changes.items())]
+        if not self.path.exists():
+            return []
+        with self._transaction() as db:
+            rows = db.execute("SELECT seq, change FROM changes ORDER BY seq").fetchall()
+        return [PendingChange(int(seq), ItemChange.from_json(text)) for seq, text in rows]
 
     def remove(self, seqs: Sequence[int]) -> None:
-        with self._lock:
-            for seq in seqs:
-                self._changes.pop(seq, None)
+        if seqs:
+            with self._transaction() as db:
+                db.executemany("DELETE FROM changes WHERE seq = ?", [(int(s),) for s in seqs])
 
     def close(self) -> None:
         pass
@@ -122,9 +144,10 @@ class RedisPendingChanges:
 
 
 def create_pending_changes(settings: Settings) -> PendingChanges:
-    """Redis when ``settings.redis_url`` is set (workers apply), else in memory."""
+    """Redis when ``settings.redis_url`` is set (workers apply), else the index
+    folder's :data:`PENDING_FILE`."""
     if not settings.redis_url:
-        return MemoryPendingChanges()
+        return FilePendingChanges(Path(settings.index_dir) / PENDING_FILE)
     connection = redis.Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,

@@ -43,6 +43,7 @@ from service.jobs import (
     ChangesApplier,
     JobOutcome,
     JobQueue,
+    JobQueueUnavailableError,
     ProgressCallback,
     Reindexer,
     create_job_queue,
@@ -225,6 +226,22 @@ async def _start_model_and_index(state: AppState, injected: Encoder | None) -> N
     )
     state.encoder = encoder
     await _open_index(state, encoder)
+    await _queue_pending_changes(state)
+
+
+async def _queue_pending_changes(state: AppState) -> None:
+    """Changes accepted before a restart, or left by a job that ran out of retries,
+    get a job now rather than waiting for the next change request."""
+    pending, jobs = state.pending, state.jobs
+    if pending is None or jobs is None:
+        return
+    try:
+        waiting = await anyio.to_thread.run_sync(pending.pending)
+        if waiting:
+            job_id = await anyio.to_thread.run_sync(jobs.enqueue_item_changes)
+            logger.info("%d item change(s) were pending: job %s applies them", len(waiting), job_id)
+    except JobQueueUnavailableError as exc:  # the next change request queues one
+        logger.warning("pending item changes not queued at start: %s", exc)
 
 
 async def _load_in_background(state: AppState) -> None:

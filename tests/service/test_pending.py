@@ -1,24 +1,25 @@
-"""The pending item change stores: order kept, and removing what was applied leaves
-a newer change to the same item pending."""
+"""The pending item change stores (SQLite file, Redis): order kept, and removing what
+was applied leaves a newer change to the same item pending."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import redis
 
 from index.changes import ItemChange
 from models.types import CatalogRecord
-from service.pending import MemoryPendingChanges, PendingChanges, RedisPendingChanges
+from service.pending import FilePendingChanges, PendingChanges, RedisPendingChanges
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest) -> Iterator[PendingChanges]:
-    if request.param == "memory":
-        yield MemoryPendingChanges()
+@pytest.fixture(params=["file", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PendingChanges]:
+    if request.param == "file":
+        yield FilePendingChanges(tmp_path / "pending.sqlite")
         return
     url = request.getfixturevalue("clean_redis")
     redis_store = RedisPendingChanges(redis.Redis.from_url(url), f"test-{uuid.uuid4().hex[:8]}")
@@ -55,3 +56,14 @@ def test_a_new_store_on_the_same_redis_sees_the_changes(clean_redis: str) -> Non
     assert [entry.change.item_id for entry in worker.pending()] == ["a"]
     api.close()
     worker.close()
+
+
+def test_a_new_file_store_on_the_same_file_sees_the_changes(tmp_path: Path) -> None:
+    """What an API accepted, the API restarted on the same index folder still has."""
+    before = FilePendingChanges(tmp_path / "pending.sqlite")
+    before.add([_put("a", "soup"), ItemChange("b", None, datetime.now(UTC))])
+    before.remove([before.pending()[0].seq])
+    after = FilePendingChanges(tmp_path / "pending.sqlite")
+    assert [entry.change.item_id for entry in after.pending()] == ["b"]
+    after.add([_put("c", "noodles")])
+    assert [entry.seq for entry in after.pending()] == [2, 3]  # never a removed number
