@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ from fastapi.testclient import TestClient
 from rq.job import Job
 
 from index.build import build_snapshot
+from index.changes import ItemChange
 from index.layout import read_current
+from index.manifest import Manifest
 from models.types import CatalogRecord
 from service.app import create_app
 from service.jobs import REINDEX_RETRIES, JobState, RQJobQueue
@@ -130,3 +133,20 @@ def test_a_worker_killed_mid_apply_loses_nothing(
     job = Job.fetch(job_id, connection=redis.Redis.from_url(settings.redis_url or ""))
     assert job.retries_left == REINDEX_RETRIES - 1  # the killed attempt, then this one
     queue.close()
+
+
+def test_an_api_start_queues_a_job_for_changes_left_pending(
+    settings: Settings, tiny_encoder: TinyEncoder, tiny_job_encoder: TinyEncoder
+) -> None:
+    """Changes whose job ran out of its retries get a job at the next API start."""
+    store = RedisPendingChanges(redis.Redis.from_url(settings.redis_url or ""), settings.queue_name)
+    record = CatalogRecord("new-1", texts=("rice cake soup",), label="soup")
+    store.add([ItemChange("new-1", record, datetime.now(UTC))])
+    store.close()
+
+    with TestClient(create_app(settings, encoder=tiny_encoder)):
+        assert run_worker(settings, burst=True)  # False: the queue was empty
+
+    assert _pending(settings) == []
+    live = Manifest.read(settings.index_dir / (read_current(settings.index_dir) or ""))
+    assert live.changes["items_embedded"] == 1
