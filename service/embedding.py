@@ -84,12 +84,22 @@ class Embedder:
     async def embed_set(self, term: EmbedInput) -> np.ndarray:
         """(K, dim) DivE set vectors of one text, image or recipe input, from the bundle's
         set heads (:mod:`models.set_encoding`); InvalidQueryError for a model without."""
-        sets = getattr(self.encoder, "sets", None)
-        if sets is None:
-            raise InvalidQueryError("the model served has no set head")
+        sets = self._set_encoder()
         self._check_text_size([term])
         decoded = await run_in_threadpool(self._decode, term)
         return await run_in_threadpool(self._set_of, sets, decoded)
+
+    async def embed_image_bytes_set(self, data: bytes) -> np.ndarray:
+        """(K, dim) DivE set vectors of raw image bytes (a multipart upload)."""
+        sets = self._set_encoder()
+        image = await run_in_threadpool(decode_image, data, max_pixels=self.max_image_pixels)
+        return await run_in_threadpool(self._set_of, sets, image)
+
+    def _set_encoder(self) -> SetEncoder:
+        sets = getattr(self.encoder, "sets", None)
+        if sets is None:
+            raise InvalidQueryError("the model served has no set head")
+        return sets
 
     def _set_of(self, sets: SetEncoder, decoded: Decoded) -> np.ndarray:
         with self.lock:  # the set heads run the encoder's towers

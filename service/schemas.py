@@ -320,6 +320,11 @@ CONFIDENCE_DESCRIPTION = (
     "(query modality -> matched row kind), from curves fitted on the model's validation "
     "split; null for a model without calibration (offline, open_clip)"
 )
+SIMILARITY_DESCRIPTION = (
+    "'single': one vector per item (the default). 'set': DivE, K vectors per item "
+    "compared by smooth-Chamfer; needs a bundle with a trained set head and a "
+    "snapshot built with it (food-v1 has none: 422)"
+)
 MIN_CONFIDENCE_DESCRIPTION = (
     "Drop matches whose confidence is below this (fewer than k may come back); "
     "ignored by models without calibration"
@@ -381,11 +386,7 @@ class SearchRequest(_Strict):
     )
     similarity: Literal["single", "set"] = Field(
         "single",
-        description=(
-            "'single': one vector per item (the default). 'set': DivE, K vectors per item "
-            "compared by smooth-Chamfer; needs a bundle with a trained set head and a "
-            "snapshot built with it (food-v1 has none: 422). Text, image or recipe queries"
-        ),
+        description=SIMILARITY_DESCRIPTION + ". Text, image or recipe queries",
     )
 
 

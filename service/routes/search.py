@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Query, UploadFile
@@ -24,6 +24,7 @@ from service.schemas import (
     DEFAULT_K,
     MIN_CONFIDENCE_DESCRIPTION,
     RANK_DESCRIPTION,
+    SIMILARITY_DESCRIPTION,
     SearchRequest,
     SearchResponse,
     error_responses,
@@ -36,7 +37,13 @@ from service.searching import (
     parse_kinds,
     search,
 )
-from service.set_searching import check_set_search, search_sets
+from service.set_searching import (
+    answer_sets,
+    check_set_ready,
+    check_set_search,
+    refuse_with_sets,
+    search_sets,
+)
 from service.state import AppState
 
 router = APIRouter(prefix="/search", tags=["search"])
@@ -127,6 +134,9 @@ async def search_image(
     min_confidence: Annotated[
         float | None, Form(ge=0.0, le=1.0, description=MIN_CONFIDENCE_DESCRIPTION)
     ] = None,
+    similarity: Annotated[
+        Literal["single", "set"], Form(description=SIMILARITY_DESCRIPTION)
+    ] = "single",
 ) -> SearchResponse:
     started = time.perf_counter()
     ranking = Ranking(rank, class_weight)
@@ -136,6 +146,18 @@ async def search_image(
         ),
         state.settings.max_k,
     )
+    if similarity == "set":  # refused before the upload is read when it cannot run
+        check_set_ready(embedder.encoder, snapshot, model_display_name(state.settings.model))
+        refuse_with_sets(
+            {
+                "kinds": kinds is not None,
+                "rank 'hybrid'": rank == "hybrid",
+                "min_confidence": min_confidence is not None,
+            }
+        )
+        data = await read_upload(file, embedder.max_upload_bytes)
+        query_set = await embedder.embed_image_bytes_set(data)
+        return await answer_sets(query_set, params.k, top_classes, snapshot, started)
     data = await read_upload(file, embedder.max_upload_bytes)
     vector = await embedder.embed_image_bytes(data)
     confidence = ConfidenceScorer(embedder.calibration, "image")
