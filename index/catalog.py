@@ -30,6 +30,7 @@ the metadata of the k items it returns.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -51,6 +52,7 @@ __all__ = [
     "FilterError",
     "Item",
     "compile_filters",
+    "recorded_image_paths",
 ]
 
 _SCHEMA = """
@@ -94,6 +96,17 @@ class ItemSummary:
 
 
 # --------------------------------------------------------------------------- reader
+
+
+def recorded_image_paths(path: Path | str) -> list[str]:
+    """Every photo path a catalog file records (none before the images table existed),
+    read without loading the catalog's row tables."""
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        has_images = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'images'"
+        ).fetchone()
+        return [p for (p,) in db.execute("SELECT path FROM images")] if has_images else []
 
 
 def _chunks(values: list[Any]) -> Iterable[list[Any]]:

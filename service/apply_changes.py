@@ -26,7 +26,7 @@ from index.layout import read_current
 from models.encoders import Encoder
 from service import tasks
 from service.jobs import JobOutcome, short_error
-from service.pending import PendingChanges, RedisPendingChanges
+from service.pending import PendingChanges, RedisPendingChanges, remove_unused_uploads
 from service.reindex import REINDEX_BATCH_SIZE, announce_snapshot
 from service.settings import Settings
 
@@ -53,6 +53,7 @@ def apply_pending(settings: Settings, encoder: Encoder, store: PendingChanges) -
         changes = [entry.change for entry in entries]
         manifest = apply_changes(settings.index_dir, encoder, changes, apply_options(settings))
         store.remove([entry.seq for entry in entries])
+        remove_unused_uploads(settings, store)  # the prune may have left some unused
     if settings.redis_url:
         announce_snapshot(settings.redis_url, manifest.version)
     return JobOutcome.of(manifest)

@@ -2,33 +2,25 @@
 
 An upserted item's photo arrives as base64: it is decoded here, in the API, so a
 bad image is a 422 now rather than a failed job later, and its bytes are stored
-under ``<index_dir>/uploads/``, named by their sha256, where every worker sharing
-the index storage can read them: the catalog record refers to that file, as a
-re-index's records refer to the dataset's files (and /images serves it).
+under ``<index_dir>/uploads/`` (:mod:`service.uploads`), where every worker sharing
+the index storage can read them (and /images serves it).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-
-from PIL import Image
 
 from index.changes import ItemChange
-from index.layout import atomic_write_bytes
 from index.snapshot import Snapshot
-from models.images import base64_image_bytes, decode_image
+from models.images import base64_image_bytes
 from models.types import CatalogRecord
 from service.item_schemas import ItemIn
 from service.jobs import JobQueue
 from service.limits import check_base64_size
 from service.pending import PendingChanges
 from service.settings import Settings
-
-UPLOADS_DIR = "uploads"
+from service.uploads import save_upload
 
 
 def upsert_change(item_id: str, body: ItemIn, settings: Settings) -> ItemChange:
@@ -55,20 +47,6 @@ def upsert_change(item_id: str, body: ItemIn, settings: Settings) -> ItemChange:
 
 def delete_change(item_id: str) -> ItemChange:
     return ItemChange(item_id, None, datetime.now(UTC))
-
-
-def save_upload(index_dir: Path, data: bytes, max_pixels: int) -> Path:
-    """Check that ``data`` decodes as an image, then store it once by content."""
-    decode_image(data, max_pixels=max_pixels).close()
-    with Image.open(io.BytesIO(data)) as image:  # header only: the format names the suffix
-        suffix = f".{(image.format or 'img').lower()}".replace(".jpeg", ".jpg")
-    folder = Path(index_dir).absolute() / UPLOADS_DIR
-    path = folder / f"{hashlib.sha256(data).hexdigest()}{suffix}"
-    if path.exists():
-        return path
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
-    return path
 
 
 def unknown_items(

@@ -16,6 +16,7 @@ the restarted API queues a job for what it finds pending (:mod:`service.state`).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
@@ -29,6 +30,9 @@ from index.changes import ItemChange
 from service.events import REDIS_DOWN
 from service.jobs import REDIS_CONNECT_TIMEOUT_S, REDIS_TIMEOUT_S, JobQueueUnavailableError
 from service.settings import Settings
+from service.uploads import remove_orphan_uploads
+
+logger = logging.getLogger(__name__)
 
 PENDING_FILE = "pending-changes.sqlite"  # the in-process mode's store, in the index folder
 _SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -154,3 +158,20 @@ def create_pending_changes(settings: Settings) -> PendingChanges:
         socket_timeout=REDIS_TIMEOUT_S,
     )
     return RedisPendingChanges(connection, settings.queue_name)
+
+
+def remove_unused_uploads(settings: Settings, store: PendingChanges | None = None) -> None:
+    """After a publish and prune: delete the uploaded photos that neither a snapshot
+    nor a pending change (``store``; default the one ``settings`` name) uses any more.
+    Housekeeping: a failure is logged, never raised into the job that published."""
+    own = store is None
+    pending = create_pending_changes(settings) if store is None else store
+    try:
+        remove_orphan_uploads(
+            settings.index_dir, lambda: [entry.change for entry in pending.pending()]
+        )
+    except (JobQueueUnavailableError, sqlite3.Error, OSError) as exc:
+        logger.warning("uploaded photos not cleaned up: %s", exc)
+    finally:
+        if own:
+            pending.close()

@@ -49,7 +49,7 @@ from service.jobs import (
     create_job_queue,
 )
 from service.metrics import Metrics
-from service.pending import PendingChanges, create_pending_changes
+from service.pending import PendingChanges, create_pending_changes, remove_unused_uploads
 from service.reindex import ReindexRequest, reindex
 from service.searching import FilterFieldCheck
 from service.settings import Settings
@@ -140,6 +140,7 @@ def reindex_in_process(state: AppState) -> Reindexer:
         manifest = reindex(
             request, state.settings, LockedEncoder(encoder, state.encoder_lock), progress
         )
+        remove_unused_uploads(state.settings, state.pending)
         version = manifest.version
         live.refresh()
         if live.version != version:

@@ -26,6 +26,7 @@ from models.encoders import Encoder
 from models.registry import load_encoder
 from service.events import REDIS_DOWN
 from service.jobs import JobOutcome, short_error
+from service.pending import remove_unused_uploads
 from service.reindex import (
     REINDEX_BATCH_SIZE,
     ReindexRequest,
@@ -88,7 +89,9 @@ def reindex_job(request_json: str, settings_json: str, batch_size: int = REINDEX
     request = ReindexRequest.from_json(request_json)
     job = get_current_job()
     if job is None:  # called directly, outside a worker
-        return reindex(request, settings, encoder_for(settings), batch_size=batch_size).version
+        manifest = reindex(request, settings, encoder_for(settings), batch_size=batch_size)
+        remove_unused_uploads(settings)
+        return manifest.version
     # A retried attempt starts from scratch: forget the previous attempt's outcome.
     job.meta.update(progress=0.0, error=None, index_version=None, changes=None)
     job.save_meta()
@@ -96,6 +99,7 @@ def reindex_job(request_json: str, settings_json: str, batch_size: int = REINDEX
         encoder = encoder_for(settings)
         progress = JobMetaProgress(job)
         manifest = reindex(request, settings, encoder, progress, batch_size=batch_size)
+    remove_unused_uploads(settings)
     return _record_outcome(job, manifest)
 
 
@@ -143,7 +147,9 @@ def merge_reindex_job(request_json: str, settings_json: str, build: str, n_chunk
     request = ReindexRequest.from_json(request_json)
     job = get_current_job()
     if job is None:
-        return merge_reindex(request, settings, encoder_for(settings), build, n_chunks).version
+        manifest = merge_reindex(request, settings, encoder_for(settings), build, n_chunks)
+        remove_unused_uploads(settings)
+        return manifest.version
     # Its own "progress" is the merge's; GET /admin/jobs adds the chunks' (service.jobs).
     job.meta.update(progress=0.0, error=None, index_version=None, changes=None)
     job.save_meta()
@@ -156,4 +162,5 @@ def merge_reindex_job(request_json: str, settings_json: str, build: str, n_chunk
         if not job.retries_left:
             remove_chunks(settings.index_dir, build)
         raise
+    remove_unused_uploads(settings)
     return _record_outcome(job, manifest)

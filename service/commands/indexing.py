@@ -8,6 +8,7 @@ from index.build import ProgressCallback
 from index.manifest import Manifest
 from index.prototypes import PrototypeOptions, read_zero_shot_classes
 from service.commands import CommandInputError, load_encoder_for
+from service.pending import remove_unused_uploads
 from service.reindex import InvalidReindexError, ReindexRequest, check_request, reindex
 from service.settings import Settings
 
@@ -30,9 +31,11 @@ def index_catalog(
     try:
         check_request(request, None, settings.data_roots)  # before the model loads
         encoder = load_encoder_for(settings)
-        return reindex(request, settings, encoder, progress, batch_size=batch_size)
+        manifest = reindex(request, settings, encoder, progress, batch_size=batch_size)
     except InvalidReindexError as exc:
         raise CommandInputError(str(exc)) from exc
+    remove_unused_uploads(settings)
+    return manifest
 
 
 def prototype_options(
