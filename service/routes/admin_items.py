@@ -24,7 +24,13 @@ from service.deps import (
     no_snapshot_message,
 )
 from service.errors import ItemNotFoundError, NoLiveIndexError
-from service.item_changes import delete_change, submit, unknown_items, upsert_change
+from service.item_changes import (
+    delete_change,
+    submit,
+    unknown_items,
+    upsert_change,
+    upsert_changes,
+)
 from service.item_schemas import ItemBatchIn, ItemChangesAccepted, ItemIn
 from service.jobs import JobQueue
 from service.pending import PendingChanges
@@ -78,9 +84,7 @@ async def change_items(
     unknown = await run_in_threadpool(unknown_items, snapshot, pending, body.deletes)
     if unknown:
         raise ItemNotFoundError(unknown[0])
-    upserts = [
-        await run_in_threadpool(upsert_change, item.id, item, settings) for item in body.upserts
-    ]
+    upserts = await run_in_threadpool(upsert_changes, body.upserts, settings)
     deletes = [delete_change(item_id) for item_id in body.deletes]
     return await _accepted(upserts + deletes, pending, jobs, request, response)
 

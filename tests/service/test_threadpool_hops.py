@@ -1,4 +1,5 @@
-"""A search by vector crosses to the threadpool once: for the FAISS search.
+"""A search by vector crosses to the threadpool once: for the FAISS search; a batch
+of item changes decodes all its photos in one crossing.
 
 FastAPI runs every sync dependency in the threadpool; each crossing costs two
 thread wake-ups (tens of microseconds idle, far more on a busy machine), so the
@@ -8,12 +9,21 @@ dependencies that only read app state are ``async def``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 import pytest
 from fastapi.testclient import TestClient
+
+from index.build import build_snapshot
+from models.types import CatalogRecord
+from service.app import create_app
+from tests.index.tiny_encoder import TinyEncoder
+from tests.service.helpers import ADMIN_TOKEN, b64, image_bytes, make_settings
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def hop_name(func: Callable[..., Any]) -> str:
@@ -55,3 +65,41 @@ def test_healthz_makes_no_threadpool_hop(
     sent = count_hops(monkeypatch)
     assert tiny_client.get("/healthz").status_code == 200
     assert sent == []
+
+
+@pytest.fixture()
+def items_client(tmp_path: Path, tiny_records: list[CatalogRecord]) -> Iterator[TestClient]:
+    """An index of its own: the batch route queues changes to it."""
+    index_dir = tmp_path / "index"
+    build_snapshot(tiny_records, TinyEncoder(), index_dir)
+    with TestClient(create_app(make_settings(index_dir), encoder=TinyEncoder())) as client:
+        yield client
+
+
+def _upsert(item_id: str, image: str) -> dict[str, Any]:
+    return {"id": item_id, "texts": ["rice cake soup"], "image": image}
+
+
+def test_a_batch_decodes_its_photos_in_one_threadpool_hop(
+    items_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photos = [b64(image_bytes((40 * i, 90, 20))) for i in range(3)]
+    body = {"upserts": [_upsert(f"new-{i}", photo) for i, photo in enumerate(photos)]}
+    sent = count_hops(monkeypatch)
+
+    response = items_client.post("/admin/items/batch", json=body, headers=AUTH)
+
+    assert response.status_code == 202, response.text
+    assert [name for name in sent if "upsert" in name] == ["upsert_changes"]
+
+
+def test_a_bad_photo_in_a_batch_gets_the_error_a_single_put_gets(
+    items_client: TestClient,
+) -> None:
+    bad = b64(b"plain text, not an image")
+    body = {"upserts": [_upsert("new-0", b64(image_bytes())), _upsert("new-1", bad)]}
+    batch = items_client.post("/admin/items/batch", json=body, headers=AUTH)
+    single_body = {"texts": ["rice cake soup"], "image": bad}
+    single = items_client.put("/admin/items/new-1", json=single_body, headers=AUTH)
+    assert single.status_code == 422, single.text
+    assert (batch.status_code, batch.json()) == (single.status_code, single.json())
