@@ -784,6 +784,13 @@ def bench_serve(
             "(on that MMSEARCH_HTTP), send vectors so; repeatable [service=this one]"
         ),
     ] = None,
+    code_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="LABEL:NAME=VALUE: one more environment variable for that --code's server "
+            "(e.g. w2:MMSEARCH_WORKERS=2); repeatable"
+        ),
+    ] = None,
     model: Annotated[str, typer.Option(help="MMSEARCH_MODEL of the servers")] = "offline",
     workers: Annotated[int, typer.Option(min=1, help="MMSEARCH_WORKERS of the servers")] = 1,
     vector_encoding: Annotated[
@@ -817,7 +824,12 @@ def bench_serve(
     """Search QPS over HTTP against raw FAISS (and chromadb), with recall@10, side by side."""
     from service.benchmarks.load import ServerSpec
     from service.benchmarks.serve import ServeBenchOptions
-    from service.commands.benchmarking import check_options, check_plot, parse_codes
+    from service.commands.benchmarking import (
+        check_options,
+        check_plot,
+        parse_codes,
+        with_code_env,
+    )
 
     options = ServeBenchOptions(
         sizes=sizes or [10_000, 100_000],
@@ -825,7 +837,7 @@ def bench_serve(
         concurrency=concurrency or [1, 8],
         seconds=seconds,
         dim=dim,
-        codes=parse_codes(code or [], vector_encoding),
+        codes=with_code_env(parse_codes(code or [], vector_encoding), code_env or []),
         server=ServerSpec(model=model, workers=workers, module=server_module),
         base_port=base_port,
         vector_encoding=vector_encoding,

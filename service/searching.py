@@ -1,7 +1,8 @@
 """Search on one snapshot: query vectors from raw vectors or stored items, the
-k / kinds checks that depend on settings, the FAISS call off the event loop and
-the class (prototype) matches beside the items. Building a query vector from a
-request (compose, tag) is :mod:`service.queries`."""
+k / kinds checks that depend on settings, the FAISS call (on the event loop or in
+the threadpool: :mod:`service.search_placement`) and the class (prototype) matches
+beside the items. Building a query vector from a request (compose, tag) is
+:mod:`service.queries`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 from index.catalog import compile_filters
 from index.prototypes import ClassMatch
@@ -21,6 +21,7 @@ from models.calibration import ANY, Calibration
 from models.encoders import l2_normalize
 from service.errors import InvalidQueryError, ItemNotFoundError
 from service.schemas import KINDS, ClassMatchOut, Match
+from service.search_placement import SearchPlacement
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ async def search(
     vector: np.ndarray,
     params: SearchParams,
     filter_check: FilterFieldCheck,
+    placement: SearchPlacement,
     exclude_ids: tuple[str, ...] = (),
     confidence: ConfidenceScorer = ConfidenceScorer(None),
 ) -> list[Match]:
@@ -156,7 +158,8 @@ async def search(
             ranking=params.ranking,
         )
 
-    found = await run_in_threadpool(run)
+    restricted = params.kinds is not None or bool(params.filters)
+    found = await placement.run(snapshot.manifest.version, restricted, run)
     matches = [match_out(match, confidence) for match in found]
     return [m for m in matches if confidence.keeps(m.confidence, params.min_confidence)]
 

@@ -104,6 +104,13 @@ class Settings(BaseSettings):
         le=1000.0,
         description="How long a batch waits to fill up; 0 = greedy (best on CPU), 2-5 on a GPU",
     )
+    inline_search_ms: float = Field(
+        2.0,
+        ge=0.0,
+        description="A search whose measured average cost is at most this runs on the event "
+        "loop instead of the threadpool (saves the hop: HNSW yes, Flat over 100k rows no); "
+        "0 = always the threadpool",
+    )
     query_lexicon: str = Field(
         "en-ko-food",
         description="Bilingual lexicon that expands text queries (models/lexicon.py); 'none': off",

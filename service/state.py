@@ -51,6 +51,7 @@ from service.jobs import (
 from service.metrics import Metrics
 from service.pending import PendingChanges, create_pending_changes, remove_unused_uploads
 from service.reindex import ReindexRequest, reindex
+from service.search_placement import SearchPlacement
 from service.searching import FilterFieldCheck
 from service.settings import Settings
 
@@ -76,9 +77,11 @@ class AppState:
     snapshot_events: Closeable | None = None
     loader: asyncio.Task[None] | None = None
     filter_check: FilterFieldCheck = field(default_factory=FilterFieldCheck)
+    placement: SearchPlacement = field(init=False)
     lexicon: Lexicon | None = None
 
     def __post_init__(self) -> None:
+        self.placement = SearchPlacement(self.settings.inline_search_ms)
         self.metrics.watch_snapshot(self.current_snapshot)
         name = self.settings.query_lexicon
         self.lexicon = None if name == "none" else load_lexicon(name)

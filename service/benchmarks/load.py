@@ -70,6 +70,7 @@ class Code:
     folder: Path
     vector_encoding: str = "json"  # "base64": query.vector_b64 instead of a float list
     http: str | None = None  # MMSEARCH_HTTP of its server; None: the environment's
+    env: tuple[tuple[str, str], ...] = ()  # more variables for its server (--code-env)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ def start_server(code: Code, index_dir: Path, port: int, spec: ServerSpec) -> Se
         "MMSEARCH_RELOAD_INTERVAL_S": "0.5",
         "MMSEARCH_LOG_LEVEL": "warning",
         "MMSEARCH_WORKERS": str(spec.workers),
+        **dict(code.env),
     }
     command = [sys.executable, "-m", spec.module, "serve", "--port", str(port)]
     process = subprocess.Popen(command, cwd=code.folder, env=env)

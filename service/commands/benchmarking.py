@@ -50,6 +50,23 @@ def parse_codes(values: list[str], default_encoding: str) -> list[Code]:
     return codes
 
 
+def with_code_env(codes: list[Code], values: list[str]) -> list[Code]:
+    """``LABEL:NAME=VALUE``: one more environment variable for that label's server, e.g.
+    ``w2:MMSEARCH_WORKERS=2`` (one checkout measured two ways in one run)."""
+    from dataclasses import replace
+
+    extra: dict[str, list[tuple[str, str]]] = {}
+    for value in values:
+        label, _, assignment = value.partition(":")
+        name, sep, setting = assignment.partition("=")
+        if not label or not name or not sep:
+            raise CommandInputError(f"--code-env takes LABEL:NAME=VALUE, got {value!r}")
+        if label not in {code.label for code in codes}:
+            raise CommandInputError(f"--code-env {value!r}: no --code labelled {label!r}")
+        extra.setdefault(label, []).append((name, setting))
+    return [replace(code, env=code.env + tuple(extra.get(code.label, ()))) for code in codes]
+
+
 def check_plot(plot_out: Path | None) -> None:
     """Before minutes of measuring: the plot needs matplotlib (the ``bench`` extra)."""
     import importlib.util

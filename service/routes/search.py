@@ -62,7 +62,9 @@ async def _respond(
     rerank: RerankPlan | None = None,
 ) -> SearchResponse:
     fetch = replace(params, k=rerank.fetch(params.k)) if rerank is not None else params
-    matches = await search(snapshot, vector, fetch, state.filter_check, exclude_ids, confidence)
+    matches = await search(
+        snapshot, vector, fetch, state.filter_check, state.placement, exclude_ids, confidence
+    )
     if rerank is not None:
         matches = await run_in_threadpool(rerank.apply, matches, snapshot, params.k)
     return SearchResponse(

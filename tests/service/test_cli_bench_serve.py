@@ -51,6 +51,8 @@ def test_bench_serve_writes_service_raw_and_recall(
         (["--code", "raw=."], "names a column"),
         (["--sizes", "0"], "--sizes must be at least 10"),
         (["--vector-encoding", "hex"], "--vector-encoding is one of json, base64"),
+        (["--code", "a=.", "--code-env", "a"], "--code-env takes LABEL:NAME=VALUE"),
+        (["--code", "a=.", "--code-env", "b:X=1"], "no --code labelled 'b'"),
     ],
 )
 def test_bench_serve_rejects_bad_options(
@@ -72,3 +74,27 @@ def test_plot_without_matplotlib_exits_before_measuring(
     )
     assert main(["bench", "serve", "--plot", str(tmp_path / "p.png")]) == 2
     assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+def test_code_env_reaches_only_its_own_server(tmp_path: Path) -> None:
+    from service.benchmarks.load import Code, ServerSpec, start_server
+    from service.commands.benchmarking import with_code_env
+
+    codes = with_code_env(
+        [Code("one", CHECKOUT), Code("two", CHECKOUT)],
+        ["two:MMSEARCH_WORKERS=2", "two:MMSEARCH_INLINE_SEARCH_MS=0"],
+    )
+    assert [code.env for code in codes] == [
+        (),
+        (("MMSEARCH_WORKERS", "2"), ("MMSEARCH_INLINE_SEARCH_MS", "0")),
+    ]
+    # The module prints its environment: --code-env overrides the bench's --workers.
+    spec = ServerSpec(model="offline", workers=1, module="tests.service.print_env")
+    seen = []
+    for code in codes:
+        server = start_server(code, tmp_path, 0, spec)
+        server.process.wait(timeout=60)
+        seen.append(json.loads((tmp_path / "env.json").read_text(encoding="utf-8")))
+    assert [env["MMSEARCH_WORKERS"] for env in seen] == ["1", "2"]
+    assert "MMSEARCH_INLINE_SEARCH_MS" not in seen[0]
+    assert seen[1]["MMSEARCH_INLINE_SEARCH_MS"] == "0"

@@ -1,5 +1,7 @@
-"""A search by vector crosses to the threadpool once: for the FAISS search; a batch
-of item changes decodes all its photos in one crossing.
+"""A search by vector crosses to the threadpool at most once: for the FAISS search,
+and not even then once its measured cost is under MMSEARCH_INLINE_SEARCH_MS
+(service.search_placement); a batch of item changes decodes all its photos in one
+crossing.
 
 FastAPI runs every sync dependency in the threadpool; each crossing costs two
 thread wake-ups (tens of microseconds idle, far more on a busy machine), so the
@@ -46,17 +48,53 @@ def count_hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return sent
 
 
-def test_vector_search_makes_one_threadpool_hop(
+VECTOR_BODY = {"query": {"vector": [1.0] + [0.0] * 31}, "k": 3}
+
+
+def test_short_vector_search_runs_inline_once_measured(
+    tiny_index_dir: Path, tiny_encoder: TinyEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An app of its own (the shared client's searches are measured already), and a
+    # budget no tiny search exceeds even on a busy machine.
+    settings = make_settings(tiny_index_dir, inline_search_ms=1000.0)
+    with TestClient(create_app(settings, encoder=tiny_encoder)) as client:
+        sent = count_hops(monkeypatch)
+        first = client.post("/search", json=VECTOR_BODY)  # not measured yet: threadpool
+        second = client.post("/search", json=VECTOR_BODY)  # measured short: inline
+        hops = list(sent)
+
+    assert first.status_code == second.status_code == 200, first.text
+    assert hops == ["SearchPlacement.run.<locals>.timed"]
+    assert first.json()["matches"] == second.json()["matches"]
+
+
+def test_vector_search_makes_one_hop_without_an_inline_budget(
+    tiny_index_dir: Path, tiny_encoder: TinyEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tiny_index_dir, inline_search_ms=0.0)
+    with TestClient(create_app(settings, encoder=tiny_encoder)) as client:
+        assert client.post("/search", json=VECTOR_BODY).status_code == 200  # warm
+        sent = count_hops(monkeypatch)
+
+        response = client.post("/search", json=VECTOR_BODY)
+        hops = list(sent)  # before the app's shutdown adds its own
+
+    assert response.status_code == 200, response.text
+    assert hops == ["SearchPlacement.run.<locals>.timed"]
+
+
+def test_restricted_search_stays_in_the_threadpool(
     tiny_client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    body = {"query": {"vector": [1.0] + [0.0] * 31}, "k": 3}
-    assert tiny_client.post("/search", json=body).status_code == 200  # warm: field scan etc.
+    body = {**VECTOR_BODY, "kinds": ["image"]}
+    for _ in range(3):  # measured searches do not move a restricted one inline
+        assert tiny_client.post("/search", json=VECTOR_BODY).status_code == 200
     sent = count_hops(monkeypatch)
 
     response = tiny_client.post("/search", json=body)
 
     assert response.status_code == 200, response.text
-    assert sent == ["search.<locals>.run"]
+    assert sent == ["SearchPlacement.run.<locals>.timed"]
 
 
 def test_healthz_makes_no_threadpool_hop(
