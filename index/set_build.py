@@ -86,7 +86,8 @@ class SetSpool:
 
 def finish_set_rows(staging: Path, policy: TuningPolicy, main: Tuning) -> int:
     """Index the spooled set rows, if the build spooled any; returns how many rows. The
-    factory is ``auto``'s for their count; the knobs are the main index's tuned ones."""
+    index holds one mean per set: its factory is ``auto``'s for the set count; the knobs
+    are the main index's tuned ones."""
     pending = staging / PENDING_FILE
     if not pending.is_file():
         return 0
@@ -94,9 +95,9 @@ def finish_set_rows(staging: Path, policy: TuningPolicy, main: Tuning) -> int:
     entries = [(str(item_id), str(kind)) for item_id, kind in meta["entries"]]
     slots = int(meta["slots"])
     dim = int(np.load(staging / SET_VECTORS_FILE, mmap_mode="r").shape[1])
-    factory = resolve_factory(AUTO, len(entries) * slots, dim, policy)
+    factory = resolve_factory(AUTO, len(entries), dim, policy)  # one mean per set
     knobs = {"ef_search": main.ef_search, "nprobe": main.nprobe}
     chosen = {name: value for name, value in knobs.items() if value is not None}
     rows = SetRows.index_written(staging, entries, slots, factory, chosen)
     pending.unlink()
-    return rows.index.ntotal
+    return int(rows.vectors.shape[0])

@@ -8,39 +8,53 @@ files of their own in the snapshot, beside the single-vector index, not as rows 
 
 - ``set_vectors.npy``: (sets x K, dim) float32, each set's K rows one after another;
 - ``set_rows.json``: the slot count K and, per set, its item id and kind;
-- ``set_index.faiss``: a FAISS index over those rows (the build chooses the factory).
+- ``set_index.faiss``: a FAISS index over each set's *mean* vector (normalised), one row
+  per set (the build chooses the factory).
 
-Search with a query set (Kq, dim): each query vector fetches its nearest set rows,
-the sets they belong to are gathered (the union), and those candidates are
-re-scored with the exact smooth-Chamfer similarity
-(:func:`models.set_similarity.smooth_chamfer`). An item's score is its best set's.
-The gathering is approximate, as any two-stage search is: an item none of whose
-rows is near any query vector is not re-scored. The index holds K times the rows of
-one vector per set, so it is about K times bigger than the single-vector one.
+Search with a query set (Kq, dim): the query set's mean probes the index once, for
+``K x (k + 16)`` sets, and those candidates are re-scored with the exact
+smooth-Chamfer similarity (:func:`models.set_scores.smooth_chamfer_scores`). An item's
+score is its best set's. The gathering is approximate, as any two-stage search is: a
+set whose mean is far from the query set's mean is not re-scored.
+
+Why the mean and not each slot: an index over all K slots of every set, probed by each
+of the K query vectors, made a set search K graph searches in a graph K times bigger
+(6x a single search at 100k items, synthetic sets); one probe of an index of means
+costs about one single search and, on the same synthetic sets, gathered more of the
+exhaustive smooth-Chamfer top 10 (docs/reranking.md). Trained slots that spread far
+from their mean would favour per-slot probes; none is trained yet to measure it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from index.layout import atomic_write_text
 from index.vector_index import VectorIndex, add_rows, as_matrix
 from models.encoders.base import l2_normalize
-from models.set_similarity import DEFAULT_ALPHA, smooth_chamfer
+from models.set_scores import smooth_chamfer_scores
+from models.set_similarity import DEFAULT_ALPHA
+
+logger = logging.getLogger(__name__)
 
 SET_VECTORS_FILE = "set_vectors.npy"
 SET_ROWS_FILE = "set_rows.json"
 SET_INDEX_FILE = "set_index.faiss"
 SET_KIND_SUFFIX = "_set"
 SET_KNOBS = frozenset({"ef_search", "nprobe"})
+# set_rows.json's "index": what set_index.faiss holds. Snapshots written before it held
+# every slot; they load as having no set rows (re-index), not as corrupt.
+INDEXED_MEANS = "set_means"
 _MAX_TRAINING_ROWS = 200_000
-# Rows each query vector fetches per wanted item: an item brings up to K rows per set.
+_MEAN_CHUNK_SETS = 16_384  # sets averaged at a time: the spooled rows are memory-mapped
+# Sets the probe fetches: K x (k + 16), the count the per-slot probes fetched, so as
+# many sets are re-scored (an item may have several sets: image, text, recipe).
 _FETCH_MARGIN = 16
 
 
@@ -70,14 +84,10 @@ class SetRows:
         vectors: np.ndarray,
         index: VectorIndex,
     ) -> None:
-        if (
-            slots < 1
-            or vectors.shape[0] != len(entries) * slots
-            or index.ntotal != vectors.shape[0]
-        ):
+        if slots < 1 or vectors.shape[0] != len(entries) * slots or index.ntotal != len(entries):
             raise SetRowsError(
                 f"{len(entries)} sets of {slots} slots do not fit {vectors.shape[0]} vectors "
-                f"and {index.ntotal} index rows"
+                f"and {index.ntotal} index rows (one mean per set)"
             )
         self.entries = list(entries)
         self.slots = slots
@@ -122,14 +132,20 @@ class SetRows:
         """Index the rows already in ``directory``'s ``set_vectors.npy`` (a build spools
         them there as it encodes) and write ``set_rows.json``; see :meth:`write`."""
         rows = np.load(directory / SET_VECTORS_FILE, mmap_mode="r")
+        means = set_means(rows, slots)
         index = VectorIndex.create(rows.shape[1], factory)
         if index.needs_training:
-            index.train(np.asarray(rows[:_MAX_TRAINING_ROWS]))
-        add_rows(index, rows)  # one call for HNSW: FAISS builds a worse graph from chunks
+            index.train(means[:_MAX_TRAINING_ROWS])
+        add_rows(index, means)  # one call for HNSW: FAISS builds a worse graph from chunks
         knobs = {name: int(value) for name, value in (knobs or {}).items()}
         _apply_knobs(index, knobs)
         index.save(directory / SET_INDEX_FILE)
-        meta = {"slots": slots, "knobs": knobs, "entries": [list(e) for e in entries]}
+        meta = {
+            "slots": slots,
+            "index": INDEXED_MEANS,
+            "knobs": knobs,
+            "entries": [list(e) for e in entries],
+        }
         atomic_write_text(directory / SET_ROWS_FILE, json.dumps(meta, ensure_ascii=False))
         return cls(entries, slots, rows, index)
 
@@ -140,6 +156,13 @@ class SetRows:
             return None
         try:
             meta = json.loads((directory / SET_ROWS_FILE).read_text(encoding="utf-8"))
+            if meta.get("index") != INDEXED_MEANS:
+                logger.warning(
+                    "set rows in %s index every slot (an older layout): set search is off "
+                    "for this snapshot until it is re-indexed",
+                    directory,
+                )
+                return None
             entries = [(str(item_id), str(kind)) for item_id, kind in meta["entries"]]
             vectors = np.load(directory / SET_VECTORS_FILE, mmap_mode="r")
             index = VectorIndex.load(directory / SET_INDEX_FILE)
@@ -158,22 +181,27 @@ class SetRows:
         """The k items whose best set is most smooth-Chamfer-similar to ``query_set``
         (Kq, dim), best first."""
         query = l2_normalize(as_matrix(query_set, self.dim))
-        candidates = self._gather(query, k)
+        candidates = self.gather(query, k)
         if candidates.size == 0:
             return []
-        sets = np.asarray(self.vectors[_set_rows(candidates, self.slots)], dtype=np.float32)
-        scores = smooth_chamfer(
-            torch.from_numpy(query), torch.from_numpy(sets.reshape(-1, self.slots, self.dim)), alpha
-        ).numpy()
+        scores = self.rescore(query, candidates, alpha)
         return self._best_per_item(candidates, scores, k, frozenset(exclude))
 
-    def _gather(self, query: np.ndarray, k: int) -> np.ndarray:
-        """Sorted set numbers that any query vector's nearest rows belong to."""
+    def gather(self, query: np.ndarray, k: int) -> np.ndarray:
+        """Sorted numbers of the sets whose means are nearest the (Kq, dim) unit query
+        set's mean; each query vector probes when that mean is (near) zero."""
         fetch = min(self.index.ntotal, self.slots * (k + _FETCH_MARGIN))
         if fetch == 0:
             return np.empty((0,), np.int64)
-        _, rows = self.index.search(query, fetch)
-        return np.unique(rows[rows >= 0] // self.slots)
+        mean = query.mean(axis=0, keepdims=True)
+        probes = l2_normalize(mean) if np.linalg.norm(mean) > 1e-6 else query
+        _, found = self.index.search(probes, fetch)
+        return np.unique(found[found >= 0])
+
+    def rescore(self, query: np.ndarray, candidates: np.ndarray, alpha: float) -> np.ndarray:
+        """Exact smooth-Chamfer of the query set and each candidate set."""
+        sets = np.asarray(self.vectors[_set_rows(candidates, self.slots)], dtype=np.float32)
+        return smooth_chamfer_scores(query, sets.reshape(-1, self.slots, self.dim), alpha)
 
     def _best_per_item(
         self, candidates: np.ndarray, scores: np.ndarray, k: int, exclude: frozenset[str]
@@ -195,6 +223,18 @@ def _apply_knobs(index: VectorIndex, knobs: Mapping[str, int]) -> None:
         raise SetRowsError(f"unknown set index knobs {sorted(unknown)}")
     for name, value in knobs.items():
         setattr(index, name, int(value))
+
+
+def set_means(rows: np.ndarray, slots: int) -> np.ndarray:
+    """(sets, dim) unit means of (sets x slots, dim) rows, each set's slots unit first;
+    read a chunk of sets at a time so memory-mapped rows are never loaded whole."""
+    n_sets, dim = rows.shape[0] // slots, rows.shape[1]
+    means = np.empty((n_sets, dim), np.float32)
+    for start in range(0, n_sets, _MEAN_CHUNK_SETS):
+        stop = min(start + _MEAN_CHUNK_SETS, n_sets)
+        chunk = l2_normalize(np.asarray(rows[start * slots : stop * slots]))
+        means[start:stop] = l2_normalize(chunk.reshape(-1, slots, dim).mean(axis=1))
+    return means
 
 
 def _set_rows(sets: np.ndarray, slots: int) -> np.ndarray:

@@ -1,13 +1,14 @@
 """Set search (DivE, K vectors per item) against single-vector search at 100k items.
 
 One run builds a real snapshot of N items (one 384-d row each, ``auto`` factory,
-tuned as a build tunes it) and adds K set rows per item beside it (their own index,
-``auto`` factory on N x K rows, searched with the main index's tuned knobs), then
-times, interleaved, query by query: ``Snapshot.search`` with one vector and
-``Snapshot.search_sets`` with a set of K (gather by each query vector, exact
-smooth-Chamfer re-score), k = 10, at the main index's efSearch and at lower ones for
-the set index. It reports the medians, their ratio, set search's recall@10 against
-the exhaustive smooth-Chamfer top 10 (first 50 queries) and the bytes on disk.
+tuned as a build tunes it) and adds K set rows per item beside it (their own index
+over each set's mean, ``auto`` factory on N means, searched with the main index's
+tuned knobs), then times, interleaved, query by query: ``Snapshot.search`` with one
+vector and ``Snapshot.search_sets`` with a set of K (one probe with the query set's
+mean, exact smooth-Chamfer re-score), k = 10, at the main index's efSearch and at lower
+ones for the set index. It reports the medians, their ratio, set search's recall@10
+against the exhaustive smooth-Chamfer top 10 (first 50 queries), the median of each
+stage of a set search (probe, re-score, the rest) and the bytes on disk.
 
 Vectors are synthetic: clustered points (a 48-d latent space projected to 384-d plus
 noise, as scripts/bench_index_choice.py draws them); an item's K slots are its
@@ -36,7 +37,8 @@ from index.autotune import AUTO, TuningPolicy, resolve_factory
 from index.build import build_snapshot
 from index.set_search import SetRows, set_kind
 from index.snapshot import Snapshot, load_current
-from models.set_similarity import smooth_chamfer
+from models.encoders.base import l2_normalize
+from models.set_similarity import DEFAULT_ALPHA, smooth_chamfer
 from models.types import CatalogRecord
 
 DIM = 384
@@ -118,6 +120,32 @@ def timed(snap: Snapshot, queries: np.ndarray, query_sets: np.ndarray, truth: li
     }
 
 
+def stages(snap: Snapshot, query_sets: np.ndarray, set_p50_ms: float) -> dict[str, float]:
+    """Median ms of a set search's stages, each timed in a pass of its own over the
+    queries (so no stage runs on caches the one before warmed for the same query): the
+    index probe (gather), the exact re-score of the gathered sets, and the rest (best
+    set per item, catalog look-up, checks) as the whole search's median less those two."""
+    sets = snap.sets
+    assert sets is not None
+    queries = [l2_normalize(query_set) for query_set in query_sets]
+    probe, rescore, gathered = [], [], []
+    for query in queries:
+        start = time.perf_counter()
+        gathered.append(sets.gather(query, 10))
+        probe.append(time.perf_counter() - start)
+    for query, candidates in zip(queries, gathered, strict=True):
+        start = time.perf_counter()
+        sets.rescore(query, candidates, DEFAULT_ALPHA)
+        rescore.append(time.perf_counter() - start)
+    probe_ms, rescore_ms = (1000 * statistics.median(times) for times in (probe, rescore))
+    return {
+        "probe_ms": round(probe_ms, 3),
+        "rescore_ms": round(rescore_ms, 3),
+        "rest_ms": round(set_p50_ms - probe_ms - rescore_ms, 3),
+        "candidates_p50": int(statistics.median(len(c) for c in gathered)),
+    }
+
+
 def bytes_of(directory: Path, names: Sequence[str]) -> int:
     return sum((directory / name).stat().st_size for name in names)
 
@@ -141,8 +169,7 @@ def main() -> None:
         manifest = build_snapshot(records, LookupEncoder(vectors), index_dir, batch_size=4096)
         build_s = time.perf_counter() - start
         snapshot_dir = index_dir / manifest.version
-        n_rows = args.items * args.slots
-        set_factory = resolve_factory(AUTO, n_rows, DIM, policy)
+        set_factory = resolve_factory(AUTO, args.items, DIM, policy)  # one mean per set
         start = time.perf_counter()
         entries = [(f"item-{i}", set_kind("text")) for i in range(args.items)]
         knobs = {"ef_search": manifest.ef_search} if manifest.ef_search else {}
@@ -156,7 +183,9 @@ def main() -> None:
         rounds = []
         for ef in sorted({int(manifest.ef_search or 0), *SET_EF_SEARCH} - {0}, reverse=True):
             snap.sets.index.ef_search = ef
-            rounds.append({"set_ef_search": ef, **timed(snap, queries, query_sets, truth)})
+            times = timed(snap, queries, query_sets, truth)
+            parts = stages(snap, query_sets, times["set_p50_ms"])
+            rounds.append({"set_ef_search": ef, **times, **parts})
         single_bytes = bytes_of(snapshot_dir, ["index.faiss", "vectors.npy"])
         set_bytes = bytes_of(snapshot_dir, ["set_index.faiss", "set_vectors.npy", "set_rows.json"])
         report = {

@@ -34,7 +34,8 @@ def test_set_build_writes_every_set_and_search_ranks_by_exact_smooth_chamfer(
     snap = load_current(tmp_path / "index")
     assert snap.sets is not None and not (snap.path / PENDING_FILE).exists()
     # One set per image, text and recipe row, K rows each; kinds of their own.
-    assert snap.sets.index.ntotal == manifest.n_vectors * SLOTS
+    assert snap.sets.vectors.shape[0] == manifest.n_vectors * SLOTS
+    assert snap.sets.index.ntotal == manifest.n_vectors  # one mean per set
     kinds = {kind for _, kind in snap.sets.entries}
     assert kinds == {"image_set", "text_set", "recipe_set"}
     # Plain search is untouched by them.

@@ -3,13 +3,15 @@ and never part of a plain search."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from index.set_search import SET_ROWS_FILE, SetRows, set_kind
+from index import set_search
+from index.set_search import SET_ROWS_FILE, SetRows, set_kind, set_means
 from index.snapshot import InvalidQueryError, Snapshot, load_current
 from models.set_similarity import smooth_chamfer
 
@@ -72,6 +74,37 @@ def test_reloaded_table_searches_the_same(tmp_path: Path) -> None:
     assert SetRows.load(tmp_path / "nothing-here") is None
 
 
+def test_set_means_are_unit_means_of_unit_slots_chunk_by_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(set_search, "_MEAN_CHUNK_SETS", 2)  # 5 sets: chunks of 2, 2, 1
+    sets = 3.0 * random_sets(5, 8, seed=8)  # slots of norm 3: normalised before averaging
+    means = set_means(sets.reshape(-1, 8), SLOTS)
+    expected = (sets / 3.0).mean(axis=1)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(means, expected, rtol=1e-5)
+
+
+def test_the_index_holds_set_means_and_the_query_mean_probes_it(tmp_path: Path) -> None:
+    sets = random_sets(400, 8, seed=9)
+    table = SetRows.write(tmp_path, [(str(i), "text_set") for i in range(400)], sets)
+    assert table.index.ntotal == 400
+    query = random_sets(1, 8, seed=10)[0]
+    # Flat over the 400 means; k = 1 fetches 3 x (1 + 16) = 51 sets: those nearest the
+    # query set's unit mean, whatever the query's single vectors' nearest sets are.
+    nearest = np.argsort(-(set_means(sets.reshape(-1, 8), SLOTS) @ set_means(query, SLOTS)[0]))
+    assert table.gather(query, k=1).tolist() == sorted(nearest[:51].tolist())
+
+
+def test_an_older_layout_loads_as_no_set_rows(tmp_path: Path) -> None:
+    # Written before set_index.faiss held means, it held every slot: not searchable as is.
+    SetRows.write(tmp_path, [(str(i), "image_set") for i in range(4)], random_sets(4, 8, seed=11))
+    meta = json.loads((tmp_path / SET_ROWS_FILE).read_text(encoding="utf-8"))
+    del meta["index"]
+    (tmp_path / SET_ROWS_FILE).write_text(json.dumps(meta), encoding="utf-8")
+    assert SetRows.load(tmp_path) is None
+
+
 def with_set_rows(index_dir: Path, dim: int) -> tuple[Snapshot, np.ndarray]:
     """The live snapshot with set rows for each of its items added beside its index."""
     snap = load_current(index_dir)
@@ -91,7 +124,8 @@ def test_snapshot_set_rows_never_appear_in_plain_search(built) -> None:
     before = plain.search(query, k=30)
     plain.close()
     snap, sets = with_set_rows(index_dir, manifest.dim)
-    assert snap.sets is not None and snap.sets.index.ntotal == manifest.n_items * SLOTS
+    assert snap.sets is not None and snap.sets.vectors.shape[0] == manifest.n_items * SLOTS
+    assert snap.sets.index.ntotal == manifest.n_items  # one mean per set
     after = snap.search(query, k=30)
     assert after == before
     assert not any(m.kind.endswith("_set") for m in after)
