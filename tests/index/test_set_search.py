@@ -96,6 +96,16 @@ def test_the_index_holds_set_means_and_the_query_mean_probes_it(tmp_path: Path) 
     assert table.gather(query, k=1).tolist() == sorted(nearest[:51].tolist())
 
 
+def test_a_query_set_whose_mean_is_zero_probes_with_each_vector(tmp_path: Path) -> None:
+    sets = random_sets(400, 8, seed=12)
+    table = SetRows.write(tmp_path, [(str(i), "text_set") for i in range(400)], sets)
+    query = np.stack([sets[5, 0], -sets[5, 0]])  # mean zero: no direction to probe with
+    means = set_means(sets.reshape(-1, 8), SLOTS)
+    nearest = {int(i) for q in query for i in np.argsort(-(means @ q))[:78]}  # 3 x (10 + 16)
+    assert set(table.gather(query, k=10).tolist()) == nearest
+    assert len(table.search(query, k=10)) == 10
+
+
 def test_an_older_layout_loads_as_no_set_rows(tmp_path: Path) -> None:
     # Written before set_index.faiss held means, it held every slot: not searchable as is.
     SetRows.write(tmp_path, [(str(i), "image_set") for i in range(4)], random_sets(4, 8, seed=11))
