@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from models.encoders.base import Encoder
 from models.rerank import Reranker
@@ -24,7 +25,8 @@ from models.types import CatalogRecord, ProgressCallback
 from training.rerank_eval import paired_recalls, reranked_flickr
 from training.rerank_features import CaptionedVectors
 from training.set_features import PairedSetFeatures, paired_set_features
-from training.train_set import set_similarity, variants
+from training.set_losses import slot_diversity_loss
+from training.train_set import Heads, all_sets, set_similarity, variants
 
 
 def evaluate_sets(
@@ -54,10 +56,21 @@ def evaluate_sets(
         "n_texts": len(data.texts),
         "variants": found,
         "similarity": {"set_slots": sets.slots, "alpha": DEFAULT_ALPHA},
+        "slot_mean_cosine": slot_cosines(sets.heads, data),
     }
     if reranker is not None:
         result["rerank"] = {"model": reranker.name, "top": top}
     return result
+
+
+def slot_cosines(heads: Heads, data: PairedSetFeatures) -> dict[str, float]:
+    """Mean cosine between two slots of one photo / text: 1.0 when the sets are K copies
+    of the single vector, lower the more diverse they are."""
+    photos, texts = all_sets(heads, data)
+    return {
+        side: float(slot_diversity_loss(torch.from_numpy(sets)))
+        for side, sets in (("image", photos), ("text", texts))
+    }
 
 
 def _reranked(

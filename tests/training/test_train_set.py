@@ -196,6 +196,7 @@ def test_untrained_heads_measure_as_single_and_a_reranker_adds_its_variant(
     variants = result["variants"]
     assert set(variants) == {"single", "set", "set+rerank"}
     assert variants["set"] == variants["single"]
+    assert result["slot_mean_cosine"] == {"image": pytest.approx(1.0), "text": pytest.approx(1.0)}
 
 
 def test_eval_set_without_heads_is_bad_input(
