@@ -451,6 +451,12 @@ def train_set(
     epochs: Annotated[int, typer.Option(help="Most epochs per candidate")] = 10,
     batch_size: Annotated[int, typer.Option(help="Pairs per step")] = 64,
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = 3e-4,
+    slot_init_std: Annotated[
+        float,
+        typer.Option(
+            help="Start the heads' output layer random at this std (0: the single vector)"
+        ),
+    ] = 0.0,
     budget_minutes: Annotated[
         float | None, typer.Option(help="Stop training after this wall-clock time (all of it)")
     ] = None,
@@ -480,6 +486,7 @@ def train_set(
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
+        "slot_init_std": slot_init_std,
         "budget_seconds": None if budget_minutes is None else 60 * budget_minutes,
         "seed": seed,
         "tune_fraction": tune_fraction,

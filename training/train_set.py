@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 from models.encoders.base import Encoder
 from models.set_head import SetHead, SetHeadConfig
@@ -55,6 +56,10 @@ class SetTrainConfig:
     hidden: int = 256
     iterations: int = 3
     tune_fraction: float = 0.3
+    # > 0: the heads' output layer starts random at this std instead of zero. All slots then
+    # start apart (cosine < 1), where the diversity term has a gradient; at 0 they start as
+    # K copies of the single vector, its maximum, and nothing pulls them apart.
+    slot_init_std: float = 0.0
     budget_seconds: float | None = None  # the whole grid's; each candidate gets a share
     seed: int = 0
 
@@ -69,6 +74,8 @@ class SetTrainConfig:
             raise ConfigError("{lr}, {temperature} and {alpha} must be positive")
         if not 0 < self.tune_fraction < 1:
             raise ConfigError("{tune_fraction} must be in (0, 1)")
+        if self.slot_init_std < 0:
+            raise ConfigError("{slot_init_std} must not be negative")
         if self.budget_seconds is not None and self.budget_seconds <= 0:
             raise ConfigError("{budget_seconds} must be positive")
 
@@ -104,10 +111,14 @@ class CandidateResult:
 def new_heads(region_dim: int, dim: int, slots: int, config: SetTrainConfig, seed: int) -> Heads:
     torch.manual_seed(seed)
     sizes = {"slots": slots, "hidden": config.hidden, "iterations": config.iterations}
-    return {
+    heads = {
         "image": SetHead(SetHeadConfig(local_dim=region_dim, dim=dim, **sizes)),
         "text": SetHead(SetHeadConfig(local_dim=dim, dim=dim, **sizes)),
     }
+    if config.slot_init_std > 0:
+        for head in heads.values():
+            nn.init.normal_(head.out.weight, std=config.slot_init_std)
+    return heads
 
 
 def _padded(grams: Ragged, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:

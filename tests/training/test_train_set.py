@@ -19,9 +19,11 @@ from service.cli import main
 from tests.bundles import save_tiny_base, train_args
 from training.features import Ragged
 from training.set_features import PairedSetFeatures
+from training.set_losses import slot_diversity_loss
 from training.train_set import (
     Parts,
     SetTrainConfig,
+    image_sets,
     new_heads,
     set_similarity,
     train_candidate,
@@ -92,7 +94,10 @@ def test_untrained_heads_rank_as_the_single_vector() -> None:
     np.testing.assert_allclose(sets, single + np.log(3) / 16.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("fields", [{"slots": ()}, {"slots": (0,)}, {"diversity_weights": (-1.0,)}])
+@pytest.mark.parametrize(
+    "fields",
+    [{"slots": ()}, {"slots": (0,)}, {"diversity_weights": (-1.0,)}, {"slot_init_std": -0.1}],
+)
 def test_invalid_options_are_refused(fields: dict) -> None:
     from training.errors import ConfigError
 
@@ -206,3 +211,19 @@ def test_eval_set_without_heads_is_bad_input(
     capsys.readouterr()
     assert main([*argv, "--similarity", "set"]) == 2
     assert "carries no trained DivE set heads" in capsys.readouterr().err
+
+
+def _diversity_gradient(slot_init_std: float) -> float:
+    data = synthetic_pairs(3)
+    config = SetTrainConfig(hidden=16, slot_init_std=slot_init_std)
+    heads = new_heads(DIM, DIM, 2, config, seed=0)
+    sets = image_sets(heads["image"], data, range(8))
+    slot_diversity_loss(sets).backward()
+    grad = heads["image"].out.weight.grad
+    return 0.0 if grad is None else float(grad.abs().max())
+
+
+def test_slots_that_start_as_copies_get_no_diversity_gradient_and_random_ones_do() -> None:
+    # K copies of one vector are the diversity term's maximum: nothing pulls them apart.
+    assert _diversity_gradient(0.0) < 1e-6
+    assert _diversity_gradient(0.01) > 1e-4
