@@ -10,8 +10,10 @@
   the contrastive loss stops all K slots from collapsing onto the global vector
   (a set of K copies scores exactly as one vector does).
 
-Not implemented in this slice: DivE's other regularisers beyond the diversity
-term (they matter once the head is trained on real data; nothing trains it yet).
+Not implemented: DivE's other regularisers beyond the diversity term. Note that
+the diversity term has no gradient at slots that are exact copies (its maximum),
+which is how the zero-initialised head starts (``train-set --slot-init-std``,
+:mod:`training.train_set`).
 """
 
 from __future__ import annotations
