@@ -71,7 +71,8 @@ from index.manifest import Manifest
 from index.milvus_index import MILVUS_FACTORY
 from index.prototypes import PrototypeOptions, PrototypeTable, build_prototype_table
 from index.reuse import LiveVectors, live_vectors
-from index.set_build import SetSpool, finish_set_rows, set_encoder_of
+from index.set_build import SetSpool, finish_set_rows
+from index.set_reuse import set_encoder_of
 from index.snapshot import CATALOG_FILE, INDEX_FILE, VECTORS_FILE
 from index.spool import NpySpool
 from index.vector_index import VectorIndex, add_rows
@@ -174,7 +175,8 @@ def _encode_catalog(
     writer = CatalogWriter(staging / CATALOG_FILE)
     spool = NpySpool(staging / VECTORS_FILE, encoder.dim)
     sets = set_encoder_of(encoder)
-    set_spool = SetSpool(staging, sets, encoder.dim) if sets is not None else None
+    live_sets = live.sets if live is not None else None
+    set_spool = SetSpool(staging, sets, encoder.dim, live_sets) if sets is not None else None
     bar = tqdm(total=options.total, unit="item", desc="indexing", file=sys.stderr, disable=None)
     try:
         if options.progress is not None:
@@ -185,7 +187,8 @@ def _encode_catalog(
             store_batch(batch, encoded, writer, spool, counts)
             if set_spool is not None:
                 stored = {item_id for item_id, _ in encoded.rows}
-                set_spool.add_batch(batch, stored, options.max_image_pixels)
+                reused = encoded.plan.reused.keys()
+                set_spool.add_batch(batch, stored, options.max_image_pixels, reused)
             bar.update(len(batch))
             if options.progress is not None:
                 options.progress(counts.records, options.total)
@@ -375,7 +378,8 @@ def _write_snapshot(
     else:
         factory = resolve_factory(factory, int(vectors.shape[0]), encoder.dim, policy)
         tuned = _write_index(staging, vectors, factory, policy)
-        finish_set_rows(staging, policy, tuned)  # when the build spooled set rows
+    # Set rows are FAISS files beside the snapshot on either backend (when spooled).
+    finish_set_rows(staging, policy, tuned)
     return Manifest(
         version=version,
         model_fingerprint=encoder.fingerprint,

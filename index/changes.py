@@ -57,6 +57,9 @@ from index.manifest import Manifest
 from index.milvus_changes import in_place_target
 from index.prototypes import PrototypeOptions, PrototypeTable
 from index.reuse import LiveVectors, live_vectors
+from index.set_build import SetSpool
+from index.set_reuse import set_encoder_of
+from index.set_search import SET_ROWS_FILE
 from index.snapshot import CATALOG_FILE, VECTORS_FILE
 from index.spool import NpySpool
 from models.encoders.base import Encoder
@@ -283,24 +286,50 @@ def _write_catalog(
     counts = BuildCounts()
     writer = CatalogWriter(staging / CATALOG_FILE)
     spool = NpySpool(staging / VECTORS_FILE, encoder.dim)
+    set_spool = _set_spool(staging, live, encoder)
     try:
         live_catalog = staging.parent / live.version / CATALOG_FILE
         kept_rows = writer.copy_from(live_catalog, deletes | set(upserts))
         _copy_vectors(live.vectors, kept_rows, spool)
+        if set_spool is not None:
+            set_spool.copy_live_except(deletes | set(upserts))
         changed_in_live = len(live.catalog.content_hashes([*deletes, *upserts]))
         copied_items = live.n_items - changed_in_live
         for batch in batched(upserts.values(), options.batch_size):
             encoded = encode_batch(batch, encoder, options.max_image_pixels, live)
             store_batch(batch, encoded, writer, spool, counts)
+            if set_spool is not None:
+                stored = {item_id for item_id, _ in encoded.rows}
+                reused = encoded.plan.reused.keys()
+                set_spool.add_batch(batch, stored, options.max_image_pixels, reused)
         if spool.n_rows == 0:
             raise BuildError("these changes would leave the index without any item")
         writer.finish()
+        if set_spool is not None:
+            set_spool.finish()
         vectors = spool.finish()
     finally:
         spool.close()
+        if set_spool is not None:
+            set_spool.close()
         writer.abort()
     _count_copied(counts, staging, copied_items, len(kept_rows), live.n_items)
     return counts, vectors, kept_rows
+
+
+def _set_spool(staging: Path, live: LiveVectors, encoder: Encoder) -> SetSpool | None:
+    """A spool for the new snapshot's set rows when the live ones can be carried over
+    (made by the encoder's set heads); else None, and the snapshot has no set rows:
+    encoding the sets of every item is a full re-index's work."""
+    sets = set_encoder_of(encoder)
+    if sets is None or live.sets is None:
+        if sets is not None and (staging.parent / live.version / SET_ROWS_FILE).is_file():
+            logger.warning(
+                "the live set rows come from other set heads: the new snapshot has none "
+                "(set search answers 422) until a full re-index"
+            )
+        return None
+    return SetSpool(staging, sets, encoder.dim, live.sets)
 
 
 def _copy_vectors(vectors: np.ndarray, rows: np.ndarray, spool: NpySpool) -> None:

@@ -34,6 +34,7 @@ import numpy as np
 from index.catalog import Catalog
 from index.layout import SnapshotError, SnapshotLease, read_current
 from index.manifest import Manifest
+from index.set_reuse import LiveSets, open_live_sets, set_encoder_of
 from index.snapshot import CATALOG_FILE, VECTORS_FILE
 from models.encoders.base import Encoder
 from models.types import CatalogRecord, Recipe
@@ -119,11 +120,19 @@ class BatchPlan:
 class LiveVectors:
     """The live snapshot's catalog and vectors, read to copy unchanged items' rows."""
 
-    def __init__(self, manifest: Manifest, catalog: Catalog, vectors: np.ndarray, reusable: bool):
+    def __init__(
+        self,
+        manifest: Manifest,
+        catalog: Catalog,
+        vectors: np.ndarray,
+        reusable: bool,
+        sets: LiveSets | None = None,
+    ):
         self.manifest = manifest
         self.catalog = catalog
         self.vectors = vectors
         self.reusable = reusable  # same model and dim, and the live catalog has hashes
+        self.sets = sets  # its set rows, when reusable and made by the encoder's set heads
 
     @property
     def version(self) -> str:
@@ -170,7 +179,9 @@ def _open_live(path: Path, encoder: Encoder) -> LiveVectors:
         catalog.close()
         raise
     same_model = (manifest.model_fingerprint, manifest.dim) == (encoder.fingerprint, encoder.dim)
-    return LiveVectors(manifest, catalog, vectors, same_model and catalog.has_content_hashes)
+    reusable = same_model and catalog.has_content_hashes
+    sets = open_live_sets(path, set_encoder_of(encoder), manifest.dim) if reusable else None
+    return LiveVectors(manifest, catalog, vectors, reusable, sets)
 
 
 @contextmanager

@@ -3,22 +3,22 @@ encoder is a bundle with set heads (``encoder.sets``, :mod:`models.set_encoding`
 
 They are spooled into the staging directory batch by batch beside ``vectors.npy``
 (:class:`SetSpool`), and indexed once the main index is built, with its factory and
-tuned knobs (:func:`finish_set_rows`). Only the single-process build writes them:
-chunked builds and item changes publish snapshots without set rows (set search then
-answers that the snapshot has none), and an item whose vectors are re-used from the
-live snapshot still has its set re-encoded.
+tuned knobs (:func:`finish_set_rows`). An item whose single vectors are copied from the
+live snapshot (incremental re-index, item changes) gets its live sets copied too when
+the same set heads made them (:mod:`index.set_reuse`); the rest are encoded.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from index.autotune import AUTO, Tuning, TuningPolicy, resolve_factory
+from index.set_reuse import LiveSets
 from index.set_search import SET_VECTORS_FILE, SetRows, set_kind
 from index.spool import NpySpool
 from models.images import InvalidImageError, load_image
@@ -27,23 +27,47 @@ from models.types import CatalogRecord
 PENDING_FILE = "set_rows.pending.json"  # entries spooled so far; gone once indexed
 
 
-def set_encoder_of(encoder: object) -> Any | None:
-    """The encoder's set encoder (a bundle with set heads), or None."""
-    return getattr(encoder, "sets", None)
+def expected_set_kinds(record: CatalogRecord, sets: Any) -> list[str]:
+    """Kinds of the sets a full encode of this record makes, in spool order per item."""
+    kinds = [set_kind("image")] if record.image_path is not None and sets.has("image") else []
+    if sets.has("text"):
+        kinds += [set_kind("text") for text in record.texts if text.strip()]
+        kinds += [set_kind("recipe")] if record.recipe is not None else []
+    return kinds
 
 
 class SetSpool:
-    """Set vectors of a build, appended to ``set_vectors.npy`` in staging as encoded."""
+    """Set vectors of a build, appended to ``set_vectors.npy`` in staging as encoded or
+    copied from ``live`` (the live snapshot's sets, when the same heads made them)."""
 
-    def __init__(self, staging: Path, sets: Any, dim: int) -> None:
+    def __init__(self, staging: Path, sets: Any, dim: int, live: LiveSets | None = None) -> None:
         self.staging = staging
         self.sets = sets
+        self.live = live
         self.spool = NpySpool(staging / SET_VECTORS_FILE, dim)
         self.entries: list[tuple[str, str]] = []
 
-    def add_batch(self, batch: Sequence[CatalogRecord], stored: set[str], max_pixels: int) -> None:
-        """Encode the sets of the batch's ``stored`` items (those that got rows)."""
+    def copy_live_except(self, excluded: Collection[str]) -> None:
+        """Copy every live set of the items not ``excluded`` (item changes' untouched items)."""
+        if self.live is None:
+            raise ValueError("no live set rows to copy")
+        for entries, rows in self.live.all_but(excluded):
+            self.spool.append(rows)
+            self.entries += entries
+
+    def add_batch(
+        self,
+        batch: Sequence[CatalogRecord],
+        stored: set[str],
+        max_pixels: int,
+        reused: Collection[str] = (),
+    ) -> None:
+        """Spool the sets of the batch's ``stored`` items (those that got rows): copied
+        from the live snapshot for ``reused`` items (their single vectors were copied)
+        whose live sets are all there, encoded for the rest."""
         records = [r for r in batch if r.id in stored]
+        copied = self._copy_reused([r for r in records if r.id in reused])
+        records = [r for r in records if r.id not in copied]
         if self.sets.has("image"):
             self._images(records, max_pixels)
         if self.sets.has("text"):
@@ -52,6 +76,20 @@ class SetSpool:
             recipes = [(r.id, r.recipe) for r in records if r.recipe is not None]
             vectors = self.sets.recipe_sets([recipe for _, recipe in recipes])
             self._append("recipe", [i for i, _ in recipes], vectors)
+
+    def _copy_reused(self, records: Sequence[CatalogRecord]) -> set[str]:
+        copied: set[str] = set()
+        if self.live is None:
+            return copied
+        for record in records:
+            kinds, rows = self.live.sets_of(record.id)
+            if kinds != expected_set_kinds(record, self.sets):
+                continue  # e.g. an image unreadable last time: encode its sets again
+            if kinds:
+                self.spool.append(rows)
+                self.entries += [(record.id, kind) for kind in kinds]
+            copied.add(record.id)
+        return copied
 
     def _images(self, records: Sequence[CatalogRecord], max_pixels: int) -> None:
         ids, images = [], []
@@ -77,7 +115,11 @@ class SetSpool:
 
     def finish(self) -> None:
         self.spool.finish()
-        pending = {"slots": int(self.sets.slots), "entries": [list(e) for e in self.entries]}
+        pending = {
+            "slots": int(self.sets.slots),
+            "heads": self.sets.digest,
+            "entries": [list(e) for e in self.entries],
+        }
         (self.staging / PENDING_FILE).write_text(json.dumps(pending, ensure_ascii=False))
 
     def close(self) -> None:
@@ -98,6 +140,6 @@ def finish_set_rows(staging: Path, policy: TuningPolicy, main: Tuning) -> int:
     factory = resolve_factory(AUTO, len(entries), dim, policy)  # one mean per set
     knobs = {"ef_search": main.ef_search, "nprobe": main.nprobe}
     chosen = {name: value for name, value in knobs.items() if value is not None}
-    rows = SetRows.index_written(staging, entries, slots, factory, chosen)
+    rows = SetRows.index_written(staging, entries, slots, factory, chosen, meta.get("heads"))
     pending.unlink()
     return int(rows.vectors.shape[0])

@@ -129,9 +129,12 @@ class SetRows:
         slots: int,
         factory: str = "Flat",
         knobs: Mapping[str, int] | None = None,
+        heads: str | None = None,
     ) -> SetRows:
         """Index the rows already in ``directory``'s ``set_vectors.npy`` (a build spools
-        them there as it encodes) and write ``set_rows.json``; see :meth:`write`."""
+        them there as it encodes) and write ``set_rows.json``; see :meth:`write`.
+        ``heads``: the digest of the set heads that made them (so later builds may copy
+        them, :mod:`index.set_reuse`)."""
         rows = np.load(directory / SET_VECTORS_FILE, mmap_mode="r")
         means = set_means(rows, slots)
         index = VectorIndex.create(rows.shape[1], factory)
@@ -144,6 +147,7 @@ class SetRows:
         meta = {
             "slots": slots,
             "index": INDEXED_MEANS,
+            "heads": heads,
             "knobs": knobs,
             "entries": [list(e) for e in entries],
         }

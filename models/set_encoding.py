@@ -14,7 +14,11 @@ Each set is (K, dim), unit rows. An untrained head gives K copies of the joint v
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -75,6 +79,20 @@ class SetEncoder:
 
     def has(self, modality: str) -> bool:
         return modality in self.heads
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of every head's modality, config and weights: set heads lie outside the
+        model fingerprint, so this says whether stored sets came from these very heads."""
+        digest = hashlib.sha256()
+        for modality in sorted(self.heads):
+            head = self.heads[modality]
+            config = json.dumps(asdict(head.config), sort_keys=True)
+            digest.update(f"{modality}:{config}".encode())
+            for name, tensor in sorted(head.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def image_sets(self, images: Sequence[Image.Image]) -> np.ndarray:
         head = self.heads["image"]

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio.to_thread
 import numpy as np
@@ -101,6 +101,8 @@ class LockedEncoder:
     def __init__(self, encoder: Encoder, lock: threading.Lock) -> None:
         self._encoder = encoder
         self._lock = lock
+        sets = getattr(encoder, "sets", None)  # a bundle's set heads: jobs write set rows
+        self.sets = None if sets is None else LockedSets(sets, lock)
 
     @property
     def dim(self) -> int:
@@ -125,6 +127,34 @@ class LockedEncoder:
     def encode_recipes(self, recipes: Sequence[Recipe]) -> np.ndarray:
         with self._lock:
             return self._encoder.encode_recipes(recipes)
+
+
+class LockedSets:
+    """A set encoder (:class:`models.set_encoding.SetEncoder`) whose encodes hold a lock."""
+
+    def __init__(self, sets: Any, lock: threading.Lock) -> None:
+        self._sets = sets
+        self._lock = lock
+        self.slots = sets.slots
+
+    @property
+    def digest(self) -> str:
+        return str(self._sets.digest)
+
+    def has(self, modality: str) -> bool:
+        return bool(self._sets.has(modality))
+
+    def image_sets(self, images: Sequence[Image.Image]) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self._sets.image_sets(images))
+
+    def text_sets(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self._sets.text_sets(texts))
+
+    def recipe_sets(self, recipes: Sequence[Recipe]) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self._sets.recipe_sets(recipes))
 
 
 class SnapshotNotServedError(RuntimeError):

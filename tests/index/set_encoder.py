@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,3 +33,22 @@ class SetTinyEncoder(TinyEncoder):
         for head in heads.values():
             nn.init.normal_(head.out.weight, std=0.5)
         self.sets = SetEncoder(self, heads)  # type: ignore[arg-type]
+
+
+class CountingSetTinyEncoder(SetTinyEncoder):
+    """The set encoder, counting the inputs its set path is given per modality."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_inputs = {"image": 0, "text": 0, "recipe": 0}
+        sets = self.sets
+        for modality in self.set_inputs:
+            method = getattr(sets, f"{modality}_sets")
+            setattr(sets, f"{modality}_sets", self._counted(modality, method))
+
+    def _counted(self, modality: str, method: Callable[[Sequence[Any]], np.ndarray]) -> Any:
+        def counted(inputs: Sequence[Any]) -> np.ndarray:
+            self.set_inputs[modality] += len(inputs)
+            return method(inputs)
+
+        return counted
