@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from index.backends import IndexBackend
 from index.build import build_snapshot
-from index.changes import ItemChange, apply_changes
+from index.changes import ApplyOptions, ItemChange, apply_changes
 from index.set_search import SET_ROWS_FILE, SetRows
 from index.snapshot import load_current
 from models.types import CatalogRecord
@@ -145,4 +146,30 @@ def test_other_set_heads_are_not_copied(tmp_path: Path, records: list[CatalogRec
     assert other.set_inputs["image"] == N_ITEMS  # every set encoded again
     snap = load_current(index_dir)
     assert snap.sets is not None and len(snap.sets.entries) == N_ITEMS * 4
+    snap.close()
+
+
+def test_milvus_builds_and_changes_write_the_set_files(
+    tmp_path: Path, records: list[CatalogRecord], milvus_uri: str
+) -> None:
+    """The set files are FAISS files beside the snapshot on the Milvus backend too."""
+    backend = IndexBackend("milvus", str(tmp_path / "sets.db"))
+    index_dir = tmp_path / "milvus"
+    build_snapshot(records, SetTinyEncoder(), index_dir, batch_size=5, backend=backend)
+    fingerprint = SetTinyEncoder().fingerprint
+    snap = load_current(index_dir, fingerprint, backend=backend)
+    assert snap.sets is not None and len(snap.sets.entries) == N_ITEMS * 4
+    snap.close()
+    changes = [_change("new-1", _jeon(tmp_path)), _change("item-5", None)]
+    encoder = CountingSetTinyEncoder()
+
+    apply_changes(index_dir, encoder, changes, ApplyOptions(batch_size=5, backend=backend))
+
+    assert encoder.set_inputs == {"image": 1, "text": 1, "recipe": 0}
+    snap = load_current(index_dir, fingerprint, backend=backend)
+    assert snap.sets is not None
+    ids = {item_id for item_id, _ in snap.sets.entries}
+    assert "new-1" in ids and "item-5" not in ids and len(ids) == N_ITEMS
+    text_set = encoder.sets.text_sets(["zucchini pancake, crispy and golden"])[0]
+    assert snap.search_sets(text_set, k=1)[0].item_id == "new-1"
     snap.close()
