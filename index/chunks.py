@@ -14,7 +14,10 @@ Same result: chunk boundaries fall on multiples of the batch size, so every
 batch is the batch the single build would encode, and rows come out in the
 single build's order (an identical ``vectors.npy`` and catalog for the same
 source). Incremental reuse works per chunk: each chunk copies its unchanged
-items' vectors from the live snapshot (:mod:`index.reuse`).
+items' vectors from the live snapshot (:mod:`index.reuse`). With a set-head encoder
+(DivE) each chunk also writes its items' set rows (``chunk-<i>.sets.npy`` and
+``.sets.json``, before the commit mark), and the merge concatenates them in chunk
+order: the single build's set files (:mod:`index.set_build`).
 
 Nothing twice, nothing missing: chunk ``i`` writes ``chunk-<i>.npy`` and then
 ``chunk-<i>.json`` (the commit mark, with the row count), each to a temporary
@@ -58,6 +61,8 @@ from index.catalog import CatalogWriter
 from index.layout import atomic_write_text, chunks_dir
 from index.manifest import Manifest
 from index.reuse import live_vectors
+from index.set_build import SetSpool, merge_set_parts
+from index.set_reuse import set_encoder_of
 from index.snapshot import CATALOG_FILE, VECTORS_FILE
 from index.spool import NpySpool
 from models.encoders.base import Encoder
@@ -110,6 +115,11 @@ def _summary_file(folder: Path, index: int) -> Path:
     return folder / f"chunk-{index:05d}.json"
 
 
+def _set_files(folder: Path, index: int) -> tuple[Path, Path]:
+    """A chunk's set rows (DivE), when the encoder has set heads: vectors and entries."""
+    return folder / f"chunk-{index:05d}.sets.npy", folder / f"chunk-{index:05d}.sets.json"
+
+
 def encode_chunk(
     records: Iterable[CatalogRecord],
     encoder: Encoder,
@@ -130,9 +140,16 @@ def encode_chunk(
     expected = chunk.size(total) if total is not None else None
     tmp = folder / f".chunk-{chunk.index:05d}.npy.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     spool = NpySpool(tmp, encoder.dim)
+    sets = set_encoder_of(encoder)
+    set_tmps = tuple(Path(f"{tmp}.sets{suffix}") for suffix in (".npy", ".json"))
+    set_spool: SetSpool | None = None
     counts, batches, seen = BuildCounts(), [], set[str]()
     try:
         with live_vectors(Path(index_dir), encoder) as live:
+            if sets is not None:
+                names = (set_tmps[0].name, set_tmps[1].name)
+                live_sets = live.sets if live is not None else None
+                set_spool = SetSpool(folder, sets, encoder.dim, live_sets, names)
             if progress is not None:
                 progress(0, expected)
             for batch in batched(islice(records, chunk.start, chunk.stop), batch_size):
@@ -141,6 +158,10 @@ def encode_chunk(
                 rows = batch_rows(batch, encoded)
                 for block in encoded.vectors:
                     spool.append(block)
+                if set_spool is not None:
+                    stored = {item_id for item_id, _ in encoded.rows}
+                    reused = encoded.plan.reused.keys()
+                    set_spool.add_batch(batch, stored, max_image_pixels, reused)
                 count_batch(batch, encoded, len(rows.items), counts)
                 batches.append(rows)
                 if progress is not None:
@@ -149,10 +170,18 @@ def encode_chunk(
         summary = _summary(chunk, encoder, spool.n_rows, counts, batches, live_of)
         spool.finish()
         os.replace(tmp, _vectors_file(folder, chunk.index))
+        if set_spool is not None:
+            set_spool.finish()
+            for written, final in zip(set_tmps, _set_files(folder, chunk.index), strict=True):
+                os.replace(written, final)
         atomic_write_text(_summary_file(folder, chunk.index), summary)  # the commit mark
     finally:
         spool.close()
         tmp.unlink(missing_ok=True)
+        if set_spool is not None:
+            set_spool.close()
+        for written in set_tmps:
+            written.unlink(missing_ok=True)
     logger.info("chunk %d of build %s: %d records encoded", chunk.index, build, counts.records)
     return counts.records
 
@@ -170,6 +199,7 @@ def _summary(
         "start": chunk.start,
         "fingerprint": encoder.fingerprint,
         "dim": encoder.dim,
+        "set_heads": getattr(set_encoder_of(encoder), "digest", None),  # None: no set rows
         "n_rows": n_rows,
         "records": counts.records,
         "items": counts.items,
@@ -272,10 +302,28 @@ def _assemble(
         check_not_empty(counts, spool.n_rows)
         _set_live_counts(counts, summaries)
         writer.finish()
-        return counts, spool.finish()
+        vectors = spool.finish()
+        _assemble_sets(folder, summaries, dim, staging)
+        return counts, vectors
     finally:
         spool.close()
         writer.abort()
+
+
+def _assemble_sets(folder: Path, summaries: list[dict[str, Any]], dim: int, staging: Path) -> None:
+    """The chunks' set rows into ``staging``, when every chunk wrote them with the same set
+    heads; else the snapshot has none (set search answers 422 until a full re-index)."""
+    heads = {summary.get("set_heads") for summary in summaries}
+    if heads == {None}:
+        return
+    if len(heads) > 1:
+        logger.warning("the chunks' set rows come from different set heads (%s): none kept", heads)
+        return
+    parts = [_set_files(folder, summary["chunk"]) for summary in summaries]
+    try:
+        merge_set_parts(parts, staging, dim)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BuildError(f"chunked build {folder.name}: set rows cannot be merged: {exc}") from exc
 
 
 def merge_chunks(

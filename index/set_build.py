@@ -25,6 +25,7 @@ from models.images import InvalidImageError, load_image
 from models.types import CatalogRecord
 
 PENDING_FILE = "set_rows.pending.json"  # entries spooled so far; gone once indexed
+_MERGE_ROWS = 65_536  # rows copied at a time from a chunk's memory-mapped set rows
 
 
 def expected_set_kinds(record: CatalogRecord, sets: Any) -> list[str]:
@@ -40,11 +41,20 @@ class SetSpool:
     """Set vectors of a build, appended to ``set_vectors.npy`` in staging as encoded or
     copied from ``live`` (the live snapshot's sets, when the same heads made them)."""
 
-    def __init__(self, staging: Path, sets: Any, dim: int, live: LiveSets | None = None) -> None:
+    def __init__(
+        self,
+        staging: Path,
+        sets: Any,
+        dim: int,
+        live: LiveSets | None = None,
+        names: tuple[str, str] = (SET_VECTORS_FILE, PENDING_FILE),
+    ) -> None:
+        """``names``: the vectors' and entries' files in ``staging`` (a chunk's differ)."""
         self.staging = staging
         self.sets = sets
         self.live = live
-        self.spool = NpySpool(staging / SET_VECTORS_FILE, dim)
+        self.names = names
+        self.spool = NpySpool(staging / names[0], dim)
         self.entries: list[tuple[str, str]] = []
 
     def copy_live_except(self, excluded: Collection[str]) -> None:
@@ -120,7 +130,7 @@ class SetSpool:
             "heads": self.sets.digest,
             "entries": [list(e) for e in self.entries],
         }
-        (self.staging / PENDING_FILE).write_text(json.dumps(pending, ensure_ascii=False))
+        (self.staging / self.names[1]).write_text(json.dumps(pending, ensure_ascii=False))
 
     def close(self) -> None:
         self.spool.close()
@@ -143,3 +153,30 @@ def finish_set_rows(staging: Path, policy: TuningPolicy, main: Tuning) -> int:
     rows = SetRows.index_written(staging, entries, slots, factory, chosen, meta.get("heads"))
     pending.unlink()
     return int(rows.vectors.shape[0])
+
+
+def merge_set_parts(parts: Sequence[tuple[Path, Path]], staging: Path, dim: int) -> None:
+    """Spool the set rows of a chunked build's parts ((vectors, entries) files each, in
+    chunk order, all from one set head digest) into ``staging``, as one build would."""
+    spool = NpySpool(staging / SET_VECTORS_FILE, dim)
+    entries: list[list[str]] = []
+    heads: set[str] = set()
+    slots: set[int] = set()
+    try:
+        for vectors_file, entries_file in parts:
+            part = json.loads(entries_file.read_text(encoding="utf-8"))
+            vectors = np.load(vectors_file, mmap_mode="r")
+            if vectors.shape != (len(part["entries"]) * int(part["slots"]), dim):
+                raise ValueError(f"{vectors_file.name}: {vectors.shape} do not fit its entries")
+            for start in range(0, vectors.shape[0], _MERGE_ROWS):
+                spool.append(np.asarray(vectors[start : start + _MERGE_ROWS], dtype=np.float32))
+            entries += part["entries"]
+            heads.add(part["heads"])
+            slots.add(int(part["slots"]))
+        if len(heads) > 1 or len(slots) > 1:
+            raise ValueError("the chunks' set rows come from different set heads")
+        spool.finish()
+    finally:
+        spool.close()
+    pending = {"slots": slots.pop(), "heads": heads.pop(), "entries": entries}
+    (staging / PENDING_FILE).write_text(json.dumps(pending, ensure_ascii=False))

@@ -4,6 +4,7 @@ are encoded, and the result holds the same sets as a full build of the same reco
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,11 +16,13 @@ from PIL import Image
 from index.backends import IndexBackend
 from index.build import build_snapshot
 from index.changes import ApplyOptions, ItemChange, apply_changes
-from index.set_search import SET_ROWS_FILE, SetRows
+from index.chunks import plan_chunks
+from index.set_search import SET_ROWS_FILE, SET_VECTORS_FILE, SetRows
 from index.snapshot import load_current
 from models.types import CatalogRecord
 from tests.index.sample_records import make_records, write_image
 from tests.index.set_encoder import SLOTS, CountingSetTinyEncoder, SetTinyEncoder
+from tests.index.test_chunks import BATCH, chunked_build
 from tests.index.tiny_encoder import TinyEncoder
 
 N_ITEMS = 12
@@ -172,4 +175,49 @@ def test_milvus_builds_and_changes_write_the_set_files(
     assert "new-1" in ids and "item-5" not in ids and len(ids) == N_ITEMS
     text_set = encoder.sets.text_sets(["zucchini pancake, crispy and golden"])[0]
     assert snap.search_sets(text_set, k=1)[0].item_id == "new-1"
+    snap.close()
+
+
+def test_a_chunked_build_writes_the_single_builds_set_files(
+    tmp_path: Path, records: list[CatalogRecord]
+) -> None:
+    encoder = SetTinyEncoder()
+    single = build_snapshot(records, encoder, tmp_path / "single", batch_size=BATCH)
+    # Chunk 1 twice: a retried attempt replaces its set files, adds nothing.
+    merged = chunked_build(
+        records, encoder, tmp_path / "chunked", plan_chunks(N_ITEMS, BATCH, chunks=3), [2, 1, 0, 1]
+    )
+
+    single_dir = tmp_path / "single" / single.version
+    merged_dir = tmp_path / "chunked" / merged.version
+    assert (merged_dir / SET_ROWS_FILE).is_file()
+    assert np.array_equal(
+        np.load(single_dir / SET_VECTORS_FILE), np.load(merged_dir / SET_VECTORS_FILE)
+    )
+    single_rows = json.loads((single_dir / SET_ROWS_FILE).read_text())
+    assert json.loads((merged_dir / SET_ROWS_FILE).read_text()) == single_rows
+    assert single_rows["heads"] == encoder.sets.digest
+
+
+def test_each_chunk_copies_the_live_sets_of_unchanged_items(
+    tmp_path: Path, records: list[CatalogRecord]
+) -> None:
+    index_dir = tmp_path / "index"
+    build_snapshot(records, SetTinyEncoder(), index_dir, batch_size=BATCH)
+    live = load_current(index_dir)
+    assert live.sets is not None
+    before = _sets_by_key(live.sets)
+    live.close()
+    changed = [*records[:9], replace(records[9], texts=("a new caption for nine",)), *records[10:]]
+    encoder = CountingSetTinyEncoder()
+
+    chunked_build(changed, encoder, index_dir, plan_chunks(N_ITEMS, BATCH, chunks=3))
+
+    assert encoder.set_inputs == {"image": 1, "text": 1, "recipe": 1}  # item-9 alone
+    snap = load_current(index_dir)
+    assert snap.sets is not None
+    after = _sets_by_key(snap.sets)
+    for key, rows in before.items():
+        if key[0] != "item-9":
+            assert after[key].tobytes() == rows.tobytes(), key
     snap.close()
