@@ -8,7 +8,10 @@ items are then encoded, through the build's own batch step, so an upsert whose
 inputs are unchanged (a metadata edit) copies its vectors too (:mod:`index.reuse`).
 The prototypes (with the live table's options) and the FAISS index are rebuilt
 from the new vectors by the build's own final step, so a new item moves its
-class prototype and a class whose last member goes is gone. On the Milvus backend
+class prototype and a class whose last member goes is gone. Set rows (DivE) follow
+when the live ones were made by the encoder's set heads: untouched items' sets are
+copied, upserted items' encoded, and the set-means index rebuilt (:mod:`index.set_reuse`);
+otherwise the new snapshot has none. On the Milvus backend
 no collection is rebuilt: the upserted rows are inserted into the live one and the
 replaced ones deleted (:mod:`index.milvus_changes`).
 
