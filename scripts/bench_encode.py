@@ -89,13 +89,16 @@ def raw_single_search_ms(encoder, snapshot: Snapshot, photos: list[bytes]) -> fl
     return median_ms(one, photos)
 
 
-def start_server(index_dir: Path, model: str, port: int, max_batch: int) -> subprocess.Popen:
+def start_server(
+    index_dir: Path, model: str, port: int, max_batch: int, max_wait_ms: float
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "MMSEARCH_MODEL": model,
         "MMSEARCH_INDEX_DIR": str(index_dir),
         "MMSEARCH_PORT": str(port),
         "MMSEARCH_MAX_BATCH": str(max_batch),
+        "MMSEARCH_MAX_WAIT_MS": str(max_wait_ms),
         "MMSEARCH_LOG_LEVEL": "warning",
         # Lifts the per-request text cap so the fairness probe can send a long request.
         "MMSEARCH_MAX_REQUEST_TEXT_CHARS": "1000000",
@@ -185,8 +188,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     runs: list[dict[str, float]] = []
     for round_number in range(args.rounds):
         for max_batch in args.max_batch:
-            run = measure_server(args, workdir, encoder, snapshot, photos, max_batch)
-            runs.append({"round": round_number, "max_batch": max_batch, **run})
+            for max_wait_ms in args.max_wait_ms:
+                batching = (max_batch, max_wait_ms)
+                run = measure_server(args, workdir, encoder, snapshot, photos, batching)
+                runs.append(
+                    {"round": round_number, "max_batch": max_batch, "max_wait_ms": max_wait_ms}
+                    | run
+                )
     return {"model": args.model, "photos": len(photos), "runs": runs}
 
 
@@ -196,11 +204,11 @@ def measure_server(
     encoder,
     snapshot: Snapshot,
     photos: list[bytes],
-    max_batch: int,
+    batching: tuple[int, float],
 ) -> dict[str, float]:
     """One server run, with the raw figures measured in the same window (just before
     and after each HTTP figure, while the server idles), so load changes cancel out."""
-    server = start_server(workdir / "index", args.model, args.port, max_batch)
+    server = start_server(workdir / "index", args.model, args.port, *batching)
     url = f"http://127.0.0.1:{args.port}"
     try:
         raw_before = raw_batched(encoder, photos, 8)
@@ -236,6 +244,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
         "--max-batch", type=int, nargs="+", default=[32, 1], help="server MMSEARCH_MAX_BATCH runs"
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="server MMSEARCH_MAX_WAIT_MS runs (each with each --max-batch)",
     )
     parser.add_argument("--rounds", type=int, default=2, help="repeat every server run")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
