@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -33,6 +34,8 @@ from models.types import CatalogRecord, ProgressCallback
 log = logging.getLogger(__name__)
 
 FEATURES_VERSION = 1
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -141,13 +144,12 @@ def cache_path(
     return cache_dir / "features" / f"{key}.npz"
 
 
-def _save(path: Path, features: FeatureSet) -> None:
-    arrays: dict[str, np.ndarray] = {
-        "ids": np.asarray(features.ids, dtype=object).astype(str),
-        "labels": np.asarray(["" if x is None else x for x in features.labels]).astype(str),
-        "has_label": np.asarray([x is not None for x in features.labels]),
-    }
-    for f in fields(FeatureSet):
+def save_feature_arrays(path: Path, features: Any, **extra: np.ndarray) -> None:
+    """Write a features dataclass to ``path`` (.npz), atomically: its arrays as they are,
+    each :class:`Ragged` as ``name.values`` / ``name.offsets``, its ``ids`` as strings,
+    and ``extra`` arrays beside them. :func:`load_feature_arrays` reads it back."""
+    arrays = {"ids": np.asarray(features.ids, dtype=object).astype(str), **extra}
+    for f in fields(features):
         value = getattr(features, f.name)
         if isinstance(value, Ragged):
             arrays[f"{f.name}.values"] = value.values
@@ -157,27 +159,40 @@ def _save(path: Path, features: FeatureSet) -> None:
     atomic_write(path, lambda fp: np.savez(fp, **arrays))  # type: ignore[arg-type]
 
 
+def load_feature_arrays(path: Path, cls: type[T], **given: Any) -> T:
+    """The ``cls`` instance :func:`save_feature_arrays` wrote to ``path``; fields in
+    ``given`` are taken from there instead of the file."""
+    with np.load(path, allow_pickle=False) as data:
+        values: dict[str, Any] = dict(given)
+        for f in fields(cls):  # type: ignore[arg-type]
+            if f.name in given:
+                continue
+            if f.name == "ids":
+                values["ids"] = [str(x) for x in data["ids"]]
+            elif f"{f.name}.values" in data:
+                values[f.name] = Ragged(data[f"{f.name}.values"], data[f"{f.name}.offsets"])
+            else:
+                values[f.name] = data[f.name]
+        return cls(**values)
+
+
+def _save(path: Path, features: FeatureSet) -> None:
+    labels = features.labels
+    save_feature_arrays(
+        path,
+        features,
+        labels=np.asarray(["" if x is None else x for x in labels]).astype(str),
+        has_label=np.asarray([x is not None for x in labels]),
+    )
+
+
 def _load(path: Path) -> FeatureSet:
     with np.load(path, allow_pickle=False) as data:
         labels = [
             str(x) if has else None
             for x, has in zip(data["labels"], data["has_label"], strict=True)
         ]
-
-        def ragged(name: str) -> Ragged:
-            return Ragged(data[f"{name}.values"], data[f"{name}.offsets"])
-
-        return FeatureSet(
-            ids=[str(x) for x in data["ids"]],
-            labels=labels,
-            images=data["images"],
-            has_image=data["has_image"],
-            queries=ragged("queries"),
-            titles=data["titles"],
-            has_recipe=data["has_recipe"],
-            ingredients=ragged("ingredients"),
-            instructions=ragged("instructions"),
-        )
+    return load_feature_arrays(path, FeatureSet, labels=labels)
 
 
 # --------------------------------------------------------------------------- extraction

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from models.files import atomic_write
 from models.images import load_image
 from models.rerank import MAX_NGRAM, MAX_PARTS, word_ngrams
 from models.towers import OfflineTowers
 from models.types import CatalogRecord
-from training.features import Ragged, records_key
+from training.features import Ragged, load_feature_arrays, records_key, save_feature_arrays
 
 LOCAL_FEATURES_VERSION = 1
 
@@ -56,7 +55,7 @@ def local_features(
     records = [r for r in records if r.image_path is not None and r.texts]
     path = local_cache_path(cache_dir, towers, records) if cache_dir is not None else None
     if path is not None and path.is_file():
-        return _load(path)
+        return load_feature_arrays(path, LocalFeatureSet)
     regions = np.concatenate(
         [
             towers.image_regions(
@@ -72,7 +71,7 @@ def local_features(
     )
     features = LocalFeatureSet([r.id for r in records], regions, np.asarray(owner), grams)
     if path is not None:
-        _save(path, features)
+        save_feature_arrays(path, features)
     return features
 
 
@@ -86,24 +85,3 @@ def caption_grams(captions: Sequence[str], embed: Callable[[list[str]], np.ndarr
     rows = [position[g] for grams in per_caption for g in grams]
     offsets = np.concatenate([[0], np.cumsum([len(g) for g in per_caption])]).astype(np.int64)
     return Ragged(vectors[rows], offsets)
-
-
-def _save(path: Path, features: LocalFeatureSet) -> None:
-    arrays = {
-        "ids": np.asarray(features.ids).astype(str),
-        "regions": features.regions,
-        "caption_owner": features.caption_owner,
-        "grams.values": features.grams.values,
-        "grams.offsets": features.grams.offsets,
-    }
-    atomic_write(path, lambda fp: np.savez(fp, **arrays))  # type: ignore[arg-type]
-
-
-def _load(path: Path) -> LocalFeatureSet:
-    with np.load(path) as data:
-        return LocalFeatureSet(
-            [str(x) for x in data["ids"]],
-            data["regions"],
-            data["caption_owner"],
-            Ragged(data["grams.values"], data["grams.offsets"]),
-        )

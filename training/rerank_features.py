@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from models.encoders.base import Encoder
-from models.files import atomic_write
 from models.rerank import MAX_NGRAM, MAX_PARTS, SetFeatures
 from models.types import CatalogRecord, ProgressCallback
 from training.evaluate import encode_images, readable_images
-from training.features import Ragged, records_key
+from training.features import Ragged, load_feature_arrays, records_key, save_feature_arrays
 from training.local_features import caption_grams
 
 RERANK_FEATURES_VERSION = 1
@@ -70,7 +69,7 @@ def captioned_vectors(
     kept, images = readable_images([r for r in records if r.texts])
     path = _cache_path(cache_dir, encoder, kept) if cache_dir is not None else None
     if path is not None and path.is_file():
-        return _load(path)
+        return load_feature_arrays(path, CaptionedVectors)
     captions = [t for r in kept for t in r.texts]
     features = CaptionedVectors(
         ids=[r.id for r in kept],
@@ -80,7 +79,7 @@ def captioned_vectors(
         grams=caption_grams(captions, lambda texts: _encode_texts(encoder, texts)),
     )
     if path is not None:
-        _save(path, features)
+        save_feature_arrays(path, features)
     return features
 
 
@@ -96,26 +95,3 @@ def _cache_path(cache_dir: Path, encoder: Encoder, records: Sequence[CatalogReco
     grams = f"n{MAX_NGRAM}x{MAX_PARTS}"
     key = f"{encoder.fingerprint}-{records_key(records)}-{grams}-r{RERANK_FEATURES_VERSION}"
     return cache_dir / "rerank-features" / f"{key}.npz"
-
-
-def _save(path: Path, features: CaptionedVectors) -> None:
-    arrays = {
-        "ids": np.asarray(features.ids).astype(str),
-        "images": features.images,
-        "texts": features.texts,
-        "owner": features.owner,
-        "grams.values": features.grams.values,
-        "grams.offsets": features.grams.offsets,
-    }
-    atomic_write(path, lambda fp: np.savez(fp, **arrays))  # type: ignore[arg-type]
-
-
-def _load(path: Path) -> CaptionedVectors:
-    with np.load(path) as data:
-        return CaptionedVectors(
-            [str(x) for x in data["ids"]],
-            data["images"],
-            data["texts"],
-            data["owner"],
-            Ragged(data["grams.values"], data["grams.offsets"]),
-        )

@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from models.encoders.base import Encoder
-from models.files import atomic_write
 from models.rerank import MAX_NGRAM, MAX_PARTS
 from models.set_encoding import image_regions, recipe_set_text, region_dim
 from models.towers import Towers
 from models.types import CatalogRecord, ProgressCallback
 from training.evaluate import encode_images, readable_images
-from training.features import Ragged, records_key
+from training.features import Ragged, load_feature_arrays, records_key, save_feature_arrays
 from training.local_features import caption_grams
 
 SET_FEATURES_VERSION = 1
@@ -74,7 +73,7 @@ def paired_set_features(
     kept, images = readable_images(wanted)
     path = _cache_path(cache_dir, encoder, kind, kept) if cache_dir is not None else None
     if path is not None and path.is_file():
-        return _load(path)
+        return load_feature_arrays(path, PairedSetFeatures)
     if kind == "flickr":
         texts = [t for r in kept for t in r.texts]
         owner = [i for i, r in enumerate(kept) for _ in r.texts]
@@ -92,7 +91,7 @@ def paired_set_features(
         grams=caption_grams(texts, lambda grams: _encode_texts(encoder, grams)),
     )
     if path is not None:
-        _save(path, features)
+        save_feature_arrays(path, features)
     return features
 
 
@@ -125,28 +124,3 @@ def _cache_path(
     grams = f"n{MAX_NGRAM}x{MAX_PARTS}"
     key = f"{encoder.fingerprint}-{kind}-{records_key(records)}-{grams}-s{SET_FEATURES_VERSION}"
     return cache_dir / "set-features" / f"{key}.npz"
-
-
-def _save(path: Path, features: PairedSetFeatures) -> None:
-    arrays = {
-        "ids": np.asarray(features.ids).astype(str),
-        "regions": features.regions,
-        "images": features.images,
-        "texts": features.texts,
-        "owner": features.owner,
-        "grams.values": features.grams.values,
-        "grams.offsets": features.grams.offsets,
-    }
-    atomic_write(path, lambda fp: np.savez(fp, **arrays))  # type: ignore[arg-type]
-
-
-def _load(path: Path) -> PairedSetFeatures:
-    with np.load(path) as data:
-        return PairedSetFeatures(
-            [str(x) for x in data["ids"]],
-            data["regions"],
-            data["images"],
-            data["texts"],
-            data["owner"],
-            Ragged(data["grams.values"], data["grams.offsets"]),
-        )

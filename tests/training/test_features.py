@@ -12,7 +12,14 @@ from models.datasets import open_dataset
 from models.encoders.openclip import OpenClipEncoder
 from models.towers import EncoderTowers
 from tests.bundles import TINY_ARCH
-from training.features import Ragged, extract_features, query_texts
+from training.features import (
+    Ragged,
+    extract_features,
+    load_feature_arrays,
+    query_texts,
+    save_feature_arrays,
+)
+from training.set_features import PairedSetFeatures
 
 
 class CountingTowers(EncoderTowers):
@@ -89,3 +96,24 @@ def test_ragged_take_keeps_rows() -> None:
     taken = ragged.take([2, 1])
     assert taken.lengths().tolist() == [3, 0]
     np.testing.assert_array_equal(taken.row(0), rows[2])
+
+
+def test_feature_arrays_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    grams = Ragged.from_rows([rng.normal(size=(n, 4)) for n in (2, 0, 3)], 4)
+    features = PairedSetFeatures(
+        ids=["a", "b"],
+        regions=rng.normal(size=(2, 5, 8)).astype(np.float16),
+        images=rng.normal(size=(2, 4)).astype(np.float32),
+        texts=rng.normal(size=(3, 4)).astype(np.float32),
+        owner=np.asarray([0, 0, 1]),
+        grams=grams,
+    )
+    save_feature_arrays(tmp_path / "f.npz", features)
+    back = load_feature_arrays(tmp_path / "f.npz", PairedSetFeatures)
+    assert back.ids == ["a", "b"]
+    for name in ("regions", "images", "texts", "owner"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(features, name))
+        assert getattr(back, name).dtype == getattr(features, name).dtype
+    np.testing.assert_array_equal(back.grams.values, grams.values)
+    np.testing.assert_array_equal(back.grams.offsets, grams.offsets)
