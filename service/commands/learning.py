@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from training.errors import ConfigError
     from training.train import EpochCallback, TrainConfig, TrainResult
     from training.train_bundle import BundleRequest, Source
+    from training.train_sgraf import RerankData
 
 log = logging.getLogger(__name__)
 
@@ -304,24 +305,14 @@ def run_rerank_training(
     left out, as the bundle's own training did), written into ``out`` as float16."""
     from models.bundle import write_sgraf
     from training.errors import ConfigError
-    from training.train_sgraf import RerankData, RerankTrainConfig, train_reranker
+    from training.train_sgraf import RerankTrainConfig, train_reranker
 
     try:
         train_config = RerankTrainConfig(**config)
     except ConfigError as exc:
         raise _input_error(exc, {"budget_seconds": "--budget-minutes"}) from exc
     encoder = _bundle_for_training(model, flickr_dir, kfood_dir, out, device)
-    try:
-        data = RerankData(
-            flickr=list(open_dataset(flickr_dir, "flickr")),
-            kfood=list(open_dataset(kfood_dir, "kfood")) if kfood_dir is not None else (),
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            cache_dir=cache_dir,
-            flickr_from=flickr_from,
-        )
-    except ConfigError as exc:
-        raise _input_error(exc, {}) from exc
+    data = _paired_data(flickr_dir, kfood_dir, val_fraction, split_seed, cache_dir, flickr_from)
     try:
         result, report = train_reranker(encoder, data, train_config)
     except ValueError as exc:  # too few records to train or tune on
@@ -366,7 +357,6 @@ def run_set_training(
     from models.bundle import write_set_heads
     from training.errors import ConfigError
     from training.train_set import SetTrainConfig, train_set_heads
-    from training.train_sgraf import RerankData
 
     try:
         train_config = SetTrainConfig(**config)
@@ -380,17 +370,7 @@ def run_set_training(
             },
         ) from exc
     encoder = _bundle_for_training(model, flickr_dir, kfood_dir, out, device)
-    try:
-        data = RerankData(
-            flickr=list(open_dataset(flickr_dir, "flickr")),
-            kfood=list(open_dataset(kfood_dir, "kfood")) if kfood_dir is not None else (),
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            cache_dir=cache_dir,
-            flickr_from=flickr_from,
-        )
-    except ConfigError as exc:
-        raise _input_error(exc, {}) from exc
+    data = _paired_data(flickr_dir, kfood_dir, val_fraction, split_seed, cache_dir, flickr_from)
     try:
         heads, report = train_set_heads(encoder, data, train_config, on_epoch)
     except ValueError as exc:  # too few records to fit, tune or report on
@@ -419,6 +399,32 @@ def _bundle_for_training(
     if out is not None and out.exists() and out.resolve() != encoder.path.resolve():
         raise CommandInputError(f"--out {out} exists and is not the --model bundle")
     return encoder
+
+
+def _paired_data(
+    flickr_dir: Path,
+    kfood_dir: Path | None,
+    val_fraction: float,
+    split_seed: int,
+    cache_dir: Path | None,
+    flickr_from: str,
+) -> RerankData:
+    """The flickr (and kfood) records that train-rerank and train-set fit, tune and report
+    on; a bad split choice is bad input."""
+    from training.errors import ConfigError
+    from training.train_sgraf import RerankData
+
+    try:
+        return RerankData(
+            flickr=list(open_dataset(flickr_dir, "flickr")),
+            kfood=list(open_dataset(kfood_dir, "kfood")) if kfood_dir is not None else (),
+            val_fraction=val_fraction,
+            split_seed=split_seed,
+            cache_dir=cache_dir,
+            flickr_from=flickr_from,
+        )
+    except ConfigError as exc:
+        raise _input_error(exc, {}) from exc
 
 
 def run_calibration(
