@@ -54,6 +54,18 @@ ModelOption = Annotated[
     str | None, typer.Option("--model", help="Encoder spec [env MMSEARCH_MODEL, default food-v1]")
 ]
 
+JsonReportOption = Annotated[Path | None, typer.Option("--json", help="Write the report here")]
+BundleValFraction = Annotated[float, typer.Option(help="The bundle's validation split")]
+BundleSplitSeed = Annotated[int, typer.Option(help="The bundle's split seed")]
+FlickrFromOption = Annotated[
+    str,
+    typer.Option(
+        help="train: fit on the bundle's training split, report on its validation split; "
+        "val-half: fit on half the validation split, report on the other half"
+    ),
+]
+TrainDeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda")]
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, with the flags that were given on top."""
@@ -197,7 +209,7 @@ def train(
     fusion_weight: Annotated[float, typer.Option(help="Fusion loss weight")] = 0.25,
     views: Annotated[int, typer.Option(help="Cached image views (1 = no augmentation)")] = 4,
     dim: Annotated[int, typer.Option(help="Joint space dimension")] = 384,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    device: TrainDeviceOption = "auto",
     tune_tower_epochs: Annotated[
         int,
         typer.Option(
@@ -324,7 +336,7 @@ def eval_command(
     cache_dir: Annotated[
         Path | None, typer.Option(help="--similarity set: keep the encoded inputs here")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    device: TrainDeviceOption = "auto",
 ) -> None:
     """Rank every item of DATA_DIR against every item of the other modality; print a table."""
     from service.commands.learning import run_evaluation
@@ -348,9 +360,7 @@ def eval_command(
             progress=report,
         )
     print(evaluation_table(result))
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
+    write_json(json_out, result)
 
 
 @app.command("train-rerank")
@@ -364,7 +374,7 @@ def train_rerank(
         Path | None,
         typer.Option(help="Bundle to write the re-ranker into: --model itself, or a new copy"),
     ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here")] = None,
+    json_out: JsonReportOption = None,
     negatives: Annotated[int, typer.Option(help="Hard negatives per query")] = 15,
     epochs: Annotated[int, typer.Option(help="Most epochs (best on the tuning part kept)")] = 20,
     batch_size: Annotated[int, typer.Option(help="Queries per step")] = 32,
@@ -378,19 +388,13 @@ def train_rerank(
     tune_fraction: Annotated[
         float, typer.Option(help="Part of the training split that chooses the epoch")
     ] = 0.15,
-    flickr_from: Annotated[
-        str,
-        typer.Option(
-            help="train: fit on the bundle's training split, report on its validation split; "
-            "val-half: fit on half the validation split, report on the other half"
-        ),
-    ] = "train",
-    val_fraction: Annotated[float, typer.Option(help="The bundle's validation split")] = 0.2,
-    split_seed: Annotated[int, typer.Option(help="The bundle's split seed")] = 0,
+    flickr_from: FlickrFromOption = "train",
+    val_fraction: BundleValFraction = 0.2,
+    split_seed: BundleSplitSeed = 0,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Keep the encoded vectors here between runs")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "cpu",
+    device: TrainDeviceOption = "cpu",
 ) -> None:
     """Train the SGRAF re-ranker on the bundle's hard negatives (its training split)."""
     from service.commands.learning import run_rerank_training
@@ -420,9 +424,7 @@ def train_rerank(
         flickr_from=flickr_from,
     )
     print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2))
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_json(json_out, report)
 
 
 @app.command("train-set")
@@ -440,7 +442,7 @@ def train_set(
         Path | None,
         typer.Option(help="Bundle to write the heads into: --model itself, or a new copy"),
     ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here")] = None,
+    json_out: JsonReportOption = None,
     slots: Annotated[
         list[int] | None, typer.Option("--slots", help="Slot counts K to try (repeat)")
     ] = None,
@@ -464,19 +466,13 @@ def train_set(
     tune_fraction: Annotated[
         float, typer.Option(help="Part of the fitting data that chooses K, weight and epoch")
     ] = 0.3,
-    flickr_from: Annotated[
-        str,
-        typer.Option(
-            help="val-half: fit on half the validation split, report on the other half; "
-            "train: fit on the bundle's training split, report on its validation split"
-        ),
-    ] = "val-half",
-    val_fraction: Annotated[float, typer.Option(help="The bundle's validation split")] = 0.2,
-    split_seed: Annotated[int, typer.Option(help="The bundle's split seed")] = 0,
+    flickr_from: FlickrFromOption = "val-half",
+    val_fraction: BundleValFraction = 0.2,
+    split_seed: BundleSplitSeed = 0,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Keep the encoded inputs here between runs")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "cpu",
+    device: TrainDeviceOption = "cpu",
 ) -> None:
     """Train DivE set heads beside a frozen bundle; report single against set."""
     from service.commands.learning import run_set_training
@@ -514,9 +510,7 @@ def train_set(
         on_epoch=on_epoch,
     )
     print(json.dumps({k: v for k, v in report.items() if k != "grid"}, indent=2))
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_json(json_out, report)
 
 
 @app.command()
@@ -544,11 +538,11 @@ def calibrate(
     data_dir: Annotated[list[Path], typer.Option("--data-dir", help="One per --dataset")],
     val_fraction: Annotated[float, typer.Option(help="As the bundle was trained")] = 0.2,
     seed: Annotated[int, typer.Option(help="As the bundle was trained")] = 0,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here")] = None,
+    json_out: JsonReportOption = None,
     write: Annotated[
         bool, typer.Option("--write/--dry-run", help="Store the curves in the bundle")
     ] = True,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    device: TrainDeviceOption = "auto",
 ) -> None:
     """Fit confidence curves on the validation split; report calibration and hubness."""
     from service.commands.learning import run_calibration
@@ -558,9 +552,7 @@ def calibrate(
         model, dataset, data_dir, val_fraction=val_fraction, seed=seed, write=write, device=device
     )
     print(trust_table(report))
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    write_json(json_out, report)
 
 
 @app.command()
@@ -575,6 +567,13 @@ def export(
     configure_logging(load_settings())
     fingerprint = run_export(model, out, half=half)
     print(f"wrote {out} (fingerprint {fingerprint})")
+
+
+def write_json(path: Path | None, report: dict[str, Any]) -> None:
+    """A command's ``--json`` file, when asked for; Korean stays readable."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def trust_table(report: dict[str, Any]) -> str:
@@ -765,9 +764,7 @@ def bench_synthetic(
         additive_share=additive_share,
         progress=progress,
     )
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    write_json(json_out, result)
     print(table)
 
 
