@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors import safe_open
 
 from models.bundle import export_bundle, load_bundle, write_sgraf
@@ -18,6 +17,7 @@ from models.rerank import rerankers_of
 from models.sgraf import Sgraf, SgrafConfig
 from service.cli import main
 from tests.bundles import save_tiny_base, train_args
+from tests.training.colour_flickr import write_colour_flickr
 from training.rerank_eval import reranked_similarity
 from training.rerank_features import captioned_vectors
 
@@ -42,14 +42,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def flickr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Sixteen one-colour photos with two captions each, in the flickr format."""
-    root = tmp_path_factory.mktemp("flickr16")
-    (root / "images").mkdir()
-    lines = ["image\tcaption"]
-    for colour in COLOURS:
-        Image.new("RGB", (48, 40), colour).save(root / "images" / f"{colour}.jpg")
-        lines += [f"images/{colour}.jpg\ta {colour} square", f"images/{colour}.jpg\tall {colour}"]
-    (root / "captions.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root
+    return write_colour_flickr(tmp_path_factory.mktemp("flickr16"), COLOURS)
 
 
 def run_eval(tmp_path: Path, model: Path, dataset: str, data_dir: Path, *extra: str) -> dict:

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors import safe_open
 
 from models.bundle import export_bundle, load_bundle, read_bundle_meta, write_set_heads, write_sgraf
 from models.sgraf import Sgraf, SgrafConfig
 from service.cli import main
 from tests.bundles import save_tiny_base, train_args
+from tests.training.colour_flickr import write_colour_flickr
 from training.features import Ragged
 from training.set_features import PairedSetFeatures
 from training.set_losses import slot_diversity_loss
@@ -118,14 +118,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def flickr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("flickr24")
-    (root / "images").mkdir()
-    lines = ["image\tcaption"]
-    for colour in COLOURS:
-        Image.new("RGB", (48, 40), colour).save(root / "images" / f"{colour}.jpg")
-        lines += [f"images/{colour}.jpg\ta {colour} square", f"images/{colour}.jpg\tall {colour}"]
-    (root / "captions.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root
+    return write_colour_flickr(tmp_path_factory.mktemp("flickr24"), COLOURS)
 
 
 @pytest.fixture(scope="module")
