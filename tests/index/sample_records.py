@@ -40,3 +40,15 @@ def make_records(image_dir: Path, n: int, prefix: str = "item") -> list[CatalogR
             )
         )
     return records
+
+
+def jeon_record(folder: Path) -> CatalogRecord:
+    """An item the sample catalog lacks ("new-1", a zucchini pancake with its photo in
+    ``folder``): what the item-change tests add."""
+    return CatalogRecord(
+        id="new-1",
+        image_path=write_image(folder / "jeon.png", seed=999),
+        texts=("zucchini pancake, crispy and golden",),
+        label="jeon",
+        metadata={"cuisine": "한식"},
+    )

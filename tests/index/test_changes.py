@@ -23,7 +23,7 @@ from index.manifest import Manifest
 from index.prototypes import PrototypeOptions
 from index.snapshot import Snapshot, load_current
 from models.types import CatalogRecord, Recipe
-from tests.index.sample_records import make_records, write_image
+from tests.index.sample_records import jeon_record, make_records
 from tests.index.tiny_encoder import CountingEncoder, TinyEncoder
 
 N_ITEMS = 20
@@ -53,23 +53,13 @@ def _top_item(snapshot: Snapshot, text: str) -> str:
     return snapshot.search(query, 1, kinds=["text"])[0].item_id
 
 
-def _jeon(tmp_path: Path) -> CatalogRecord:
-    return CatalogRecord(
-        id="new-1",
-        image_path=write_image(tmp_path / "jeon.png", seed=999),
-        texts=("zucchini pancake, crispy and golden",),
-        label="jeon",
-        metadata={"cuisine": "한식"},
-    )
-
-
 def test_changes_make_one_snapshot_and_encode_only_what_changed(
     live: tuple[Path, list[CatalogRecord], Manifest], tmp_path: Path
 ) -> None:
     index_dir, records, before = live
     versions_before = list_versions(index_dir)
     changes = [
-        _put(_jeon(tmp_path)),
+        _put(jeon_record(tmp_path)),
         _put(CatalogRecord("item-3", texts=("grilled mackerel with rice",), label="fish")),
         _delete("item-5"),
         _put(replace(records[7], metadata={"cuisine": "fusion"})),  # inputs unchanged
@@ -107,7 +97,7 @@ def test_untouched_items_keep_their_exact_vectors(
 ) -> None:
     index_dir, _, before = live
     old = Snapshot.open(index_dir / before.version)
-    apply_changes(index_dir, CountingEncoder(), [_delete("item-0"), _put(_jeon(tmp_path))])
+    apply_changes(index_dir, CountingEncoder(), [_delete("item-0"), _put(jeon_record(tmp_path))])
     new = _open(index_dir)
     try:
         for item_id in ("item-1", "item-10", "item-19"):
@@ -126,7 +116,7 @@ def test_prototypes_follow_the_items(
     old_pasta = old.prototypes.vector_of("pasta")
     old.close()
     changes = [_delete(item_id) for item_id in pizzas]
-    changes += [_put(_jeon(tmp_path)), _put(replace(records[0], label="pasta"))]
+    changes += [_put(jeon_record(tmp_path)), _put(replace(records[0], label="pasta"))]
 
     apply_changes(index_dir, TinyEncoder(), changes)
 
@@ -148,7 +138,7 @@ def test_zero_shot_classes_of_the_live_table_carry_over(tmp_path: Path) -> None:
     options = PrototypeOptions(zero_shot_classes={"tteokbokki": "spicy rice cakes"})
     records = make_records(tmp_path / "images", 6)
     build_snapshot(records, TinyEncoder(), index_dir, prototypes=options)
-    apply_changes(index_dir, TinyEncoder(), [_put(_jeon(tmp_path))])
+    apply_changes(index_dir, TinyEncoder(), [_put(jeon_record(tmp_path))])
     snapshot = _open(index_dir)
     try:
         zero_shot = snapshot.prototypes.get("tteokbokki")
@@ -158,7 +148,7 @@ def test_zero_shot_classes_of_the_live_table_carry_over(tmp_path: Path) -> None:
 
 
 def test_the_last_change_of_an_item_wins(tmp_path: Path) -> None:
-    record = _jeon(tmp_path)
+    record = jeon_record(tmp_path)
     upserts, deletes = coalesce(
         [_put(record), _delete(record.id), _delete("item-1"), _put(replace(record, id="item-1"))]
     )
@@ -166,7 +156,9 @@ def test_the_last_change_of_an_item_wins(tmp_path: Path) -> None:
 
 
 def test_change_round_trips_through_json(tmp_path: Path) -> None:
-    record = replace(_jeon(tmp_path), recipe=Recipe("전", ("zucchini", "flour"), ("slice", "fry")))
+    record = replace(
+        jeon_record(tmp_path), recipe=Recipe("전", ("zucchini", "flour"), ("slice", "fry"))
+    )
     for change in (_put(record), _delete("item-9")):
         assert ItemChange.from_json(change.to_json()) == change
 
@@ -174,7 +166,7 @@ def test_change_round_trips_through_json(tmp_path: Path) -> None:
 def test_no_live_snapshot_is_refused(tmp_path: Path) -> None:
     (tmp_path / "index").mkdir()
     with pytest.raises(ChangesRefusedError, match="no live snapshot"):
-        apply_changes(tmp_path / "index", TinyEncoder(), [_put(_jeon(tmp_path))])
+        apply_changes(tmp_path / "index", TinyEncoder(), [_put(jeon_record(tmp_path))])
 
 
 def test_another_model_is_refused(
@@ -182,7 +174,7 @@ def test_another_model_is_refused(
 ) -> None:
     index_dir, _, before = live
     with pytest.raises(ChangesRefusedError, match="another model"):
-        apply_changes(index_dir, TinyEncoder(seed=1), [_put(_jeon(tmp_path))])
+        apply_changes(index_dir, TinyEncoder(seed=1), [_put(jeon_record(tmp_path))])
     assert read_current(index_dir) == before.version
 
 
@@ -211,6 +203,6 @@ def test_a_re_index_published_meanwhile_gets_the_changes_too(
             return super().encode_images(images)
 
     encoder = PublishingMidway()
-    after = apply_changes(index_dir, encoder, [_put(_jeon(tmp_path))], ApplyOptions())
+    after = apply_changes(index_dir, encoder, [_put(jeon_record(tmp_path))], ApplyOptions())
     assert after.reused_from == encoder.reindexed
     assert after.n_items == 11

@@ -20,7 +20,7 @@ from index.chunks import plan_chunks
 from index.set_search import SET_ROWS_FILE, SET_VECTORS_FILE, SetRows
 from index.snapshot import load_current
 from models.types import CatalogRecord
-from tests.index.sample_records import make_records, write_image
+from tests.index.sample_records import jeon_record, make_records
 from tests.index.set_encoder import SLOTS, CountingSetTinyEncoder, SetTinyEncoder
 from tests.index.test_chunks import BATCH, chunked_build
 from tests.index.tiny_encoder import TinyEncoder
@@ -38,13 +38,17 @@ def _sets_by_key(sets: SetRows) -> dict[tuple[str, str, int], np.ndarray]:
     return out
 
 
-def _jeon(tmp_path: Path) -> CatalogRecord:
-    return CatalogRecord(
-        id="new-1",
-        image_path=write_image(tmp_path / "jeon.png", seed=999),
-        texts=("zucchini pancake, crispy and golden",),
-        label="jeon",
-    )
+def _built_sets(
+    records: list[CatalogRecord], index_dir: Path
+) -> dict[tuple[str, str, int], np.ndarray]:
+    """Build ``records`` with the set encoder and return the live snapshot's sets by key."""
+    build_snapshot(records, SetTinyEncoder(), index_dir, batch_size=5)
+    live = load_current(index_dir)
+    assert live.sets is not None
+    try:
+        return _sets_by_key(live.sets)
+    finally:
+        live.close()
 
 
 def _change(item_id: str, record: CatalogRecord | None) -> ItemChange:
@@ -60,15 +64,11 @@ def test_item_changes_copy_untouched_sets_and_encode_only_the_changed(
     tmp_path: Path, records: list[CatalogRecord]
 ) -> None:
     index_dir = tmp_path / "index"
-    build_snapshot(records, SetTinyEncoder(), index_dir, batch_size=5)
-    live = load_current(index_dir)
-    assert live.sets is not None
-    before = _sets_by_key(live.sets)
-    live.close()
+    before = _built_sets(records, index_dir)
     fish = CatalogRecord("item-3", texts=("grilled mackerel with rice",), label="fish")
     edited = replace(records[7], metadata={"cuisine": "fusion"})  # inputs unchanged
     changes = [
-        _change("new-1", _jeon(tmp_path)),
+        _change("new-1", jeon_record(tmp_path)),
         _change("item-3", fish),
         _change("item-5", None),
         _change("item-7", edited),
@@ -87,7 +87,7 @@ def test_item_changes_copy_untouched_sets_and_encode_only_the_changed(
         if key[0] not in ("item-3", "item-5"):
             assert after[key].tobytes() == rows.tobytes(), key  # copied, not re-encoded
     # The same sets a full build of the changed catalog makes.
-    final = [_jeon(tmp_path), fish] + [r for r in records if r.id not in ("item-3", "item-5")]
+    final = [jeon_record(tmp_path), fish] + [r for r in records if r.id not in ("item-3", "item-5")]
     build_snapshot(final, SetTinyEncoder(), tmp_path / "full", batch_size=5)
     full = load_current(tmp_path / "full")
     assert full.sets is not None
@@ -109,11 +109,7 @@ def test_incremental_re_index_copies_reused_items_sets(
     tmp_path: Path, records: list[CatalogRecord]
 ) -> None:
     index_dir = tmp_path / "index"
-    build_snapshot(records, SetTinyEncoder(), index_dir, batch_size=5)
-    live = load_current(index_dir)
-    assert live.sets is not None
-    before = _sets_by_key(live.sets)
-    live.close()
+    before = _built_sets(records, index_dir)
     changed = replace(records[2], texts=("a new caption for two",))
     encoder = CountingSetTinyEncoder()
 
@@ -163,7 +159,7 @@ def test_milvus_builds_and_changes_write_the_set_files(
     snap = load_current(index_dir, fingerprint, backend=backend)
     assert snap.sets is not None and len(snap.sets.entries) == N_ITEMS * 4
     snap.close()
-    changes = [_change("new-1", _jeon(tmp_path)), _change("item-5", None)]
+    changes = [_change("new-1", jeon_record(tmp_path)), _change("item-5", None)]
     encoder = CountingSetTinyEncoder()
 
     apply_changes(index_dir, encoder, changes, ApplyOptions(batch_size=5, backend=backend))
